@@ -1,0 +1,8 @@
+//! gitlab-docker-autodep: finds the GitLab projects whose Docker image is
+//! built on an image that changed, and triggers their pipelines.
+//!
+//! See `ARCHITECTURE.md` for the layers; data flows from the command line
+//! and the webhook server down to the pure `dockerfile` and `image` modules.
+
+pub mod dockerfile;
+pub mod image;
