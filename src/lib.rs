@@ -5,4 +5,9 @@
 //! and the webhook server down to the pure `dockerfile` and `image` modules.
 
 pub mod dockerfile;
+pub mod gitlab;
+pub mod graph;
 pub mod image;
+pub mod plan;
+pub mod rebuild;
+pub mod scan;

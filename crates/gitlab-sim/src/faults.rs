@@ -49,13 +49,17 @@ pub enum FaultKind {
     Drop,
 }
 
-/// One fault rule. Applies to requests whose endpoint matches (`*` = all),
+/// One fault rule. Applies to requests whose endpoint matches (`*` = all)
+/// and whose path contains `path_contains` (when set),
 /// with probability `fraction`, at most `count` times, within `for_ms`
 /// milliseconds of being set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultRule {
     #[serde(default = "any_endpoint")]
     pub endpoint: String,
+    /// Only requests whose path contains this.
+    #[serde(default)]
+    pub path_contains: Option<String>,
     #[serde(flatten)]
     pub kind: FaultKind,
     #[serde(default = "always")]
@@ -108,7 +112,7 @@ impl ActiveFaults {
         self.set_at = Instant::now();
     }
 
-    fn pick(&mut self, endpoint: &str) -> (Option<Duration>, Option<FaultKind>) {
+    fn pick(&mut self, endpoint: &str, path: &str) -> (Option<Duration>, Option<FaultKind>) {
         let mut rng = rand::rng();
         let latency = self
             .config
@@ -117,6 +121,13 @@ impl ActiveFaults {
         let elapsed = self.set_at.elapsed();
         for (i, rule) in self.config.rules.iter().enumerate() {
             if rule.endpoint != "*" && rule.endpoint != endpoint {
+                continue;
+            }
+            if rule
+                .path_contains
+                .as_ref()
+                .is_some_and(|p| !path.contains(p.as_str()))
+            {
                 continue;
             }
             if rule
@@ -146,6 +157,8 @@ pub struct RequestRecord {
     pub endpoint: &'static str,
     pub status: u16,
     pub elapsed_ms: f64,
+    /// When it arrived, in milliseconds since the simulator started.
+    pub at_ms: f64,
     /// `X-Gitlab-Event-UUID` the client sent, if any.
     pub event_uuid: Option<String>,
     pub fault: Option<String>,
@@ -172,7 +185,11 @@ pub(crate) async fn middleware(
     if endpoint == "control" {
         return next.run(request).await;
     }
-    let (latency, fault) = shared.faults.lock().expect("faults lock").pick(endpoint);
+    let (latency, fault) = shared
+        .faults
+        .lock()
+        .expect("faults lock")
+        .pick(endpoint, &path);
     if let Some(latency) = latency {
         tokio::time::sleep(latency).await;
     }
@@ -190,6 +207,7 @@ pub(crate) async fn middleware(
         endpoint,
         status: response.status().as_u16(),
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        at_ms: started.duration_since(shared.started).as_secs_f64() * 1000.0,
         event_uuid,
         fault: fault_name,
     };

@@ -46,6 +46,7 @@ pub(crate) struct Shared {
     base_url: OnceLock<String>,
     registry_host: String,
     http: reqwest::Client,
+    started: std::time::Instant,
 }
 
 impl Shared {
@@ -178,6 +179,7 @@ impl SimBuilder {
                 .pool_max_idle_per_host(16)
                 .build()
                 .context("cannot build the webhook HTTP client")?,
+            started: std::time::Instant::now(),
         });
         let _ = shared.base_url.set(format!("http://{addr}"));
         let app = Router::new()

@@ -420,6 +420,7 @@ async fn faults_are_injected_and_logged() {
         latency_ms: None,
         rules: vec![
             FaultRule {
+                path_contains: None,
                 endpoint: "project".into(),
                 kind: FaultKind::RateLimit {
                     retry_after_secs: 7,
@@ -429,6 +430,7 @@ async fn faults_are_injected_and_logged() {
                 for_ms: None,
             },
             FaultRule {
+                path_contains: None,
                 endpoint: "project".into(),
                 kind: FaultKind::Error { status: 502 },
                 fraction: 1.0,
@@ -436,6 +438,7 @@ async fn faults_are_injected_and_logged() {
                 for_ms: None,
             },
             FaultRule {
+                path_contains: None,
                 endpoint: "project".into(),
                 kind: FaultKind::Drop,
                 fraction: 1.0,

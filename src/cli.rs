@@ -1,0 +1,226 @@
+//! The command line: options, subcommands and their help text. Parsing
+//! only; `main.rs` turns the parsed command into work.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const EXIT_HELP: &str = "\
+Exit status:
+  0  everything asked for was done (and succeeded, with --wait/--recurse)
+  1  a pipeline failed, could not be created, or was not started because an upstream failed
+  2  usage or configuration error (bad option, missing --url or token, unreadable file)
+  3  GitLab unreachable, or the token was rejected
+  4  the scan was incomplete: some projects' Dockerfiles could not be read, so the graph may miss dependents";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gitlab-docker-autodep",
+    version,
+    about = "Rebuild the Docker images of GitLab projects built FROM an image that changed",
+    long_about = "Scans every GitLab project's Dockerfile, builds the image dependency graph, and triggers \
+the pipelines of the projects built on a rebuilt image — once from the command line, or continuously \
+as a webhook server.",
+    after_long_help = EXIT_HELP,
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalOptions {
+    /// GitLab base URL, e.g. https://gitlab.example.com (env GITLAB_URL; inside
+    /// GitLab CI, CI_SERVER_URL is used when nothing else is given).
+    #[arg(long, env = "GITLAB_URL", global = true, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Access token with the api scope (env GITLAB_TOKEN). A token given on the
+    /// command line is visible to other users in `ps`: prefer --token-file or the
+    /// environment. Inside GitLab CI, CI_JOB_TOKEN is used when nothing else is given.
+    #[arg(
+        long,
+        env = "GITLAB_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Read the access token from this file (first line; e.g. a systemd credential).
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+
+    /// Registry host whose images create dependencies (default: registry. + the
+    /// GitLab host). Repeat for aliases, e.g. the same host with a port.
+    #[arg(long = "registry", global = true, value_name = "HOST")]
+    pub registries: Vec<String>,
+
+    /// Only scan projects that GitLab's project search matches with KEYWORD.
+    #[arg(long = "match", global = true, value_name = "KEYWORD")]
+    pub match_keyword: Option<String>,
+
+    /// PEM file with an extra CA certificate, for a GitLab behind a private CA.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// GitLab API requests in flight at once.
+    #[arg(long, global = true, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+
+    /// Retries of a GitLab request after a 5xx, 429 or network error.
+    #[arg(long, global = true, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub max_retries: u32,
+
+    /// More detail on stderr (-v: why each project was skipped; -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Json,
+    Dot,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trigger the pipelines of the projects built on IMAGE (tag ignored).
+    ///
+    /// Prints one project path per line. Typically the last step of the CI job
+    /// that pushed IMAGE. IMAGE may also be a project path, or an image of another
+    /// registry (e.g. alpine) to rebuild everything built on it.
+    #[command(after_long_help = EXIT_HELP)]
+    Rebuild(RebuildArgs),
+
+    /// Show what a rebuild of IMAGE would trigger, as a tree.
+    Deps {
+        /// Image (tag ignored), project path, or external image.
+        image: String,
+        /// Only the projects built directly on IMAGE.
+        #[arg(long)]
+        first_level: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Print the whole dependency graph.
+    Graph {
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+
+    /// Run the webhook server: GitLab calls /webhook on pipeline and push events.
+    Server(ServerArgs),
+
+    /// Start a simulated GitLab with a few image projects, run the server
+    /// against it, rebuild a base image and show the cascade.
+    Demo {
+        /// Pipeline duration in the simulated GitLab.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        pipeline_duration: Duration,
+    },
+
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff).
+    Manpage,
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The image that was rebuilt, e.g. registry.example.com/group/base:1.2.
+    pub image: String,
+
+    /// Print the plan; trigger nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Wait for the triggered pipelines and report each result.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Walk the whole tree: each project starts only after every affected
+    /// upstream project's pipeline succeeded (implies --wait).
+    #[arg(long)]
+    pub recurse: bool,
+
+    /// Print a JSON report instead of lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Pipelines running at once with --recurse.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_parallel: u16,
+
+    /// How often to poll a pipeline's status.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Give up waiting for one pipeline after this long.
+    #[arg(long, default_value = "3h", value_parser = humantime::parse_duration)]
+    pub pipeline_timeout: Duration,
+
+    /// Do not send AUTODEP_* variables with the pipelines.
+    #[arg(long)]
+    pub no_variables: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on. Put a TLS reverse proxy in front for anything but loopback.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    #[arg(long, default_value_t = 14001)]
+    pub port: u16,
+
+    /// Secret GitLab sends as X-Gitlab-Token (env AUTODEP_WEBHOOK_TOKEN).
+    #[arg(
+        long,
+        env = "AUTODEP_WEBHOOK_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "webhook_auth_token_file"
+    )]
+    pub webhook_auth_token: Option<String>,
+
+    /// Read the webhook secret from this file.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_auth_token_file: Option<PathBuf>,
+
+    /// Directory for the state database (default: $STATE_DIRECTORY, else
+    /// $XDG_STATE_HOME/gitlab-docker-autodep, else ~/.local/state/gitlab-docker-autodep).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Full rescan interval.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub refresh_interval: Duration,
+
+    /// Largest webhook body accepted.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}

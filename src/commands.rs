@@ -1,0 +1,336 @@
+//! What each subcommand does: settings from options, scan, plan, execute,
+//! print. Errors carry what to do next; `exit_code_for` maps them.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::CommandFactory;
+use gitlab_docker_autodep::gitlab::{ClientConfig, Credential, GitLab, GitLabError};
+use gitlab_docker_autodep::graph::DependencyGraph;
+use gitlab_docker_autodep::image::Registry;
+use gitlab_docker_autodep::rebuild::{self, RebuildOptions, RebuildReport};
+use gitlab_docker_autodep::scan::{self, DockerfileState, Progress, Scan};
+
+use crate::cli::{Cli, Command, GlobalOptions, GraphFormat, RebuildArgs};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_PIPELINE_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_GITLAB: u8 = 3;
+pub const EXIT_INCOMPLETE: u8 = 4;
+
+/// A mistake in options or configuration (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn exit_code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return EXIT_USAGE;
+        }
+        if let Some(g) = cause.downcast_ref::<GitLabError>() {
+            return if g.is_fatal() {
+                EXIT_GITLAB
+            } else {
+                EXIT_PIPELINE_FAILED
+            };
+        }
+    }
+    EXIT_PIPELINE_FAILED
+}
+
+/// Everything a command needs to talk to GitLab.
+pub struct Settings {
+    pub gitlab: GitLab,
+    pub registry: Registry,
+    pub match_keyword: Option<String>,
+}
+
+pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
+    let url_text = g
+        .url
+        .clone()
+        .or_else(|| {
+            std::env::var("CI_SERVER_URL")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .ok_or_else(|| {
+            UsageError(
+                "no GitLab URL: pass --url https://gitlab.example.com or set GITLAB_URL".into(),
+            )
+        })?;
+    let url = reqwest::Url::parse(&url_text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| UsageError(format!("--url {url_text:?} is not an http(s) URL; write it like https://gitlab.example.com")))?;
+    let credential = if let Some(token) = g.token.clone().filter(|t| !t.is_empty()) {
+        Credential::Token(token)
+    } else if let Some(file) = &g.token_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| UsageError(format!("cannot read --token-file {}: {e}", file.display())))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.is_empty() {
+            bail!(UsageError(format!(
+                "--token-file {} is empty; put the access token on its first line",
+                file.display()
+            )));
+        }
+        Credential::Token(token)
+    } else if let Some(job) = std::env::var("CI_JOB_TOKEN").ok().filter(|t| !t.is_empty()) {
+        Credential::JobToken(job)
+    } else {
+        bail!(UsageError("no access token: pass --token-file FILE, set GITLAB_TOKEN, or run inside GitLab CI (CI_JOB_TOKEN)".into()));
+    };
+    let registry = if g.registries.is_empty() {
+        Registry::default_for_gitlab_host(url.host_str().unwrap_or_default())
+    } else {
+        Registry::new(&g.registries)
+            .ok_or_else(|| UsageError("--registry needs a host name".into()))?
+    };
+    let mut config = ClientConfig::new(url, credential);
+    config.concurrency = g.concurrency as usize;
+    config.attempts = g.max_retries + 1;
+    if let Some(path) = &g.ca_cert {
+        config.ca_cert =
+            Some(std::fs::read(path).map_err(|e| {
+                UsageError(format!("cannot read --ca-cert {}: {e}", path.display()))
+            })?);
+    }
+    let gitlab = GitLab::new(config).map_err(|e| UsageError(e.to_string()))?;
+    Ok(Settings {
+        gitlab,
+        registry,
+        match_keyword: g.match_keyword.clone(),
+    })
+}
+
+struct Bar(indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn listed(&self, projects: usize) {
+        self.0.set_length(projects as u64);
+        self.0.set_message("reading Dockerfiles");
+    }
+    fn fetched(&self) {
+        self.0.inc(1);
+    }
+}
+
+/// Scans with a progress bar when stderr is a terminal, and logs why each
+/// project was skipped (`-v`).
+pub async fn scan_and_build(s: &Settings, quiet: bool) -> anyhow::Result<(Scan, DependencyGraph)> {
+    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() && !quiet {
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {pos}/{len} [{elapsed}]")
+                .expect("valid template"),
+        );
+        bar.set_message("listing projects");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Arc::new(Bar(bar))
+    } else {
+        Arc::new(scan::NoProgress)
+    };
+    let scan = scan::scan(
+        &s.gitlab,
+        s.match_keyword.as_deref(),
+        s.registry.primary(),
+        progress,
+    )
+    .await
+    .context("scan failed")?;
+    for p in &scan.projects {
+        let path = &p.project.path_with_namespace;
+        let branch = p.project.default_branch.as_deref().unwrap_or("HEAD");
+        match &p.dockerfile {
+            DockerfileState::Missing => {
+                tracing::info!("{path}: no Dockerfile on {branch}; skipped")
+            }
+            DockerfileState::Archived => tracing::info!("{path}: archived; skipped"),
+            DockerfileState::EmptyRepo => tracing::info!("{path}: empty repository; skipped"),
+            DockerfileState::Failed { error } => {
+                tracing::warn!("{path}: Dockerfile could not be read: {error}")
+            }
+            DockerfileState::Found { .. } => {}
+        }
+    }
+    let graph = DependencyGraph::build(&scan, &s.registry);
+    for note in graph.notes() {
+        tracing::info!("{}: {}", note.project, note.message);
+    }
+    for cycle in graph.cycles() {
+        tracing::warn!(
+            "dependency cycle: {} (each project is triggered at most once)",
+            cycle.join(" ⇄ ")
+        );
+    }
+    tracing::info!(
+        projects = scan.projects.len(),
+        requests = scan.requests,
+        seconds = scan.elapsed.as_secs_f64(),
+        "scan finished"
+    );
+    Ok((scan, graph))
+}
+
+fn report_incomplete(scan: &Scan) {
+    let failures: Vec<_> = scan.failures().collect();
+    if !failures.is_empty() {
+        eprintln!(
+            "warning: {} project(s) could not be read; their dependents may be missing:",
+            failures.len()
+        );
+        for (path, error) in failures {
+            eprintln!("  {path}: {error}");
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let quiet = cli.global.quiet;
+    match cli.command {
+        Command::Rebuild(args) => rebuild_command(&cli.global, args).await,
+        Command::Deps {
+            image,
+            first_level,
+            json,
+        } => {
+            let s = settings(&cli.global)?;
+            let (scan, graph) = scan_and_build(&s, quiet).await?;
+            let target = graph
+                .target(&image)
+                .map_err(|e| UsageError(e.to_string()))?;
+            let plan = graph.plan(&target, !first_level);
+            let out = if json {
+                serde_json::to_string_pretty(&plan)? + "\n"
+            } else {
+                plan.render_tree()
+            };
+            print(&out)?;
+            report_incomplete(&scan);
+            Ok(if scan.is_incomplete() {
+                EXIT_INCOMPLETE
+            } else {
+                EXIT_OK
+            })
+        }
+        Command::Graph { format } => {
+            let s = settings(&cli.global)?;
+            let (scan, graph) = scan_and_build(&s, quiet).await?;
+            let out = match format {
+                GraphFormat::Text => graph.to_text(),
+                GraphFormat::Json => serde_json::to_string_pretty(&graph.to_json())? + "\n",
+                GraphFormat::Dot => graph.to_dot(),
+            };
+            print(&out)?;
+            report_incomplete(&scan);
+            Ok(if scan.is_incomplete() {
+                EXIT_INCOMPLETE
+            } else {
+                EXIT_OK
+            })
+        }
+        Command::Server(args) => {
+            let s = settings(&cli.global)?;
+            crate::demo::serve(s, args).await
+        }
+        Command::Demo { pipeline_duration } => crate::demo::run(pipeline_duration).await,
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(
+                shell,
+                &mut cmd,
+                "gitlab-docker-autodep",
+                &mut std::io::stdout(),
+            );
+            Ok(EXIT_OK)
+        }
+        Command::Manpage => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        // A closed pipe (`| head`) is not an error worth reporting.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+async fn rebuild_command(global: &GlobalOptions, args: RebuildArgs) -> anyhow::Result<u8> {
+    let s = settings(global)?;
+    let (scan, graph) = scan_and_build(&s, global.quiet).await?;
+    let target = graph
+        .target(&args.image)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let plan = graph.plan(&target, args.recurse);
+    for skipped in &plan.skipped {
+        tracing::info!("{}: {}; not triggered", skipped.project, skipped.reason);
+    }
+    let report = if args.dry_run {
+        rebuild::dry_run(&plan)
+    } else {
+        let opts = RebuildOptions {
+            wait: args.wait,
+            recurse: args.recurse,
+            max_parallel: args.max_parallel as usize,
+            poll_interval: args.poll_interval,
+            pipeline_timeout: args.pipeline_timeout,
+            variables: !args.no_variables,
+        };
+        rebuild::execute(&s.gitlab, &plan, &opts).await
+    };
+    print(&render_report(
+        &report,
+        args.json,
+        args.wait || args.recurse,
+    )?)?;
+    for r in report
+        .results
+        .iter()
+        .filter(|r| !r.is_ok() && !report.dry_run)
+    {
+        let why = r.error.as_deref().unwrap_or("");
+        eprintln!(
+            "{}: {}{}{why}",
+            r.project,
+            r.status,
+            if why.is_empty() { "" } else { ": " }
+        );
+    }
+    report_incomplete(&scan);
+    Ok(if !report.all_ok() && !report.dry_run {
+        EXIT_PIPELINE_FAILED
+    } else if scan.is_incomplete() {
+        EXIT_INCOMPLETE
+    } else {
+        EXIT_OK
+    })
+}
+
+/// Lines (`path`, or `path status url` when waited for) or JSON.
+fn render_report(report: &RebuildReport, json: bool, waited: bool) -> anyhow::Result<String> {
+    if json {
+        return Ok(serde_json::to_string_pretty(report)? + "\n");
+    }
+    let mut out = String::new();
+    for r in &report.results {
+        if waited && !report.dry_run {
+            out.push_str(&format!(
+                "{}\t{}\t{}\n",
+                r.project,
+                r.status,
+                r.web_url.as_deref().unwrap_or("-")
+            ));
+        } else {
+            out.push_str(&format!("{}\n", r.project));
+        }
+    }
+    Ok(out)
+}

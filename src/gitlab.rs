@@ -1,0 +1,608 @@
+//! The one module that talks HTTP to GitLab: a thin typed client with
+//! timeouts, bounded concurrency, retries with backoff on 5xx and network
+//! errors, `Retry-After` on 429, and errors that say what to do.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rand::Rng;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+/// Path segments: everything but RFC 3986 unreserved characters is encoded,
+/// so `group/proj` becomes `group%2Fproj` as GitLab requires.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+pub fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// How the tool authenticates.
+#[derive(Clone)]
+pub enum Credential {
+    /// Personal, project or group access token (`PRIVATE-TOKEN`).
+    Token(String),
+    /// `CI_JOB_TOKEN` of the running job: reads allowed files, and triggers
+    /// pipelines through the trigger API as multi-project pipelines.
+    JobToken(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Token(_) => f.write_str("Token(…)"),
+            Credential::JobToken(_) => f.write_str("JobToken(…)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// GitLab's base URL, e.g. `https://gitlab.example.com` (a path prefix
+    /// such as `/gitlab` is kept).
+    pub url: reqwest::Url,
+    pub credential: Credential,
+    /// Extra CA certificate (PEM) for a private CA.
+    pub ca_cert: Option<Vec<u8>>,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    pub timeout: Duration,
+    /// Attempts per request, the first included.
+    pub attempts: u32,
+    /// First backoff; doubles each retry, with jitter.
+    pub backoff: Duration,
+    /// Longest wait this client accepts from `Retry-After`.
+    pub max_retry_after: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(url: reqwest::Url, credential: Credential) -> ClientConfig {
+        ClientConfig {
+            url,
+            credential,
+            ca_cert: None,
+            concurrency: 16,
+            timeout: Duration::from_secs(30),
+            attempts: 6,
+            backoff: Duration::from_millis(200),
+            max_retry_after: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitLabError {
+    #[error("GitLab rejected the token ({status}: {message}). Check --token, --token-file or GITLAB_TOKEN; the token needs the `api` scope to trigger pipelines (`read_api` is enough for `deps` and `graph`)")]
+    Unauthorized { status: u16, message: String },
+    #[error("GitLab refused {method} {path} ({status}: {message}); the token's user needs at least the Developer role on that project")]
+    Forbidden {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("not found on GitLab: {path} ({message})")]
+    NotFound { path: String, message: String },
+    #[error("GitLab answered {status} to {method} {path}: {message}")]
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("cannot reach GitLab at {url}: {detail}. Check --url and the network; for a private CA pass --ca-cert")]
+    Unreachable { url: String, detail: String },
+    #[error("GitLab's answer to {path} was not what the API documents: {detail}")]
+    Decode { path: String, detail: String },
+}
+
+impl GitLabError {
+    /// The token or the connection is wrong: nothing else will work either.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            GitLabError::Unauthorized { .. } | GitLabError::Unreachable { .. }
+        )
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GitLabError::Unauthorized { status, .. }
+            | GitLabError::Forbidden { status, .. }
+            | GitLabError::Status { status, .. } => Some(*status),
+            GitLabError::NotFound { .. } => Some(404),
+            _ => None,
+        }
+    }
+}
+
+/// Request counts, for reports, benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub network_errors: AtomicU64,
+}
+
+/// A project as the tool needs it (unknown fields are ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: u64,
+    pub path_with_namespace: String,
+    #[serde(default)]
+    pub default_branch: Option<String>,
+    #[serde(default)]
+    pub archived: bool,
+    #[serde(default)]
+    pub empty_repo: bool,
+    #[serde(default)]
+    pub web_url: String,
+}
+
+/// A pipeline as the tool needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub id: u64,
+    pub project_id: u64,
+    pub status: String,
+    #[serde(rename = "ref", default)]
+    pub git_ref: String,
+    #[serde(default)]
+    pub web_url: String,
+}
+
+/// A file's text and the blob id that identifies that version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileContent {
+    pub text: String,
+    pub blob_id: Option<String>,
+}
+
+/// GitLab's error bodies: `{"message": …}` or `{"error": …}`, where
+/// `message` may be a string or a hash of arrays.
+fn error_message(body: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+        let text = body.trim();
+        return if text.is_empty() {
+            "no details".into()
+        } else {
+            text.chars().take(200).collect()
+        };
+    };
+    let pick = |v: &serde_json::Value| -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    };
+    let main = value
+        .get("message")
+        .and_then(pick)
+        .or_else(|| value.get("error").and_then(pick))
+        .unwrap_or_else(|| value.to_string());
+    match value.get("error_description").and_then(|d| d.as_str()) {
+        Some(d) => format!("{main}: {d}"),
+        None => main,
+    }
+}
+
+#[derive(Clone)]
+pub struct GitLab {
+    http: reqwest::Client,
+    api: String,
+    credential: Credential,
+    limiter: Arc<Semaphore>,
+    config: Arc<ClientConfig>,
+    stats: Arc<ApiStats>,
+    /// Sent as `X-Gitlab-Event-UUID` so GitLab's webhook recursion
+    /// detection sees the chain of events.
+    event_uuid: Option<String>,
+}
+
+impl GitLab {
+    pub fn new(config: ClientConfig) -> Result<GitLab, GitLabError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(config.concurrency.max(1))
+            .user_agent(concat!("gitlab-docker-autodep/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.ca_cert {
+            let cert =
+                reqwest::Certificate::from_pem(pem).map_err(|e| GitLabError::Unreachable {
+                    url: config.url.to_string(),
+                    detail: format!("the --ca-cert file is not a PEM certificate ({e})"),
+                })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| GitLabError::Unreachable {
+            url: config.url.to_string(),
+            detail: e.to_string(),
+        })?;
+        let api = format!("{}/api/v4", config.url.as_str().trim_end_matches('/'));
+        Ok(GitLab {
+            http,
+            api,
+            credential: config.credential.clone(),
+            limiter: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            config: Arc::new(config),
+            stats: Arc::default(),
+            event_uuid: None,
+        })
+    }
+
+    /// The same client, sending `X-Gitlab-Event-UUID` with every request.
+    pub fn with_event_uuid(&self, uuid: Option<String>) -> GitLab {
+        GitLab {
+            event_uuid: uuid,
+            ..self.clone()
+        }
+    }
+
+    pub fn stats(&self) -> &ApiStats {
+        &self.stats
+    }
+
+    pub fn base_url(&self) -> &reqwest::Url {
+        &self.config.url
+    }
+
+    /// One request with retries. `path` is below `/api/v4`.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<(HeaderMap, String), GitLabError> {
+        let url = format!("{}{path}", self.api);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let permit = self
+                .limiter
+                .acquire()
+                .await
+                .expect("semaphore never closed");
+            let mut request = self.http.request(method.clone(), &url).query(query);
+            request = match &self.credential {
+                Credential::Token(t) => request.header("PRIVATE-TOKEN", t),
+                Credential::JobToken(t) => request.header("JOB-TOKEN", t),
+            };
+            if let Some(uuid) = &self.event_uuid {
+                request = request.header("X-Gitlab-Event-UUID", uuid);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    match response.text().await {
+                        Ok(text) => Ok((status, headers, text)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            drop(permit);
+            let last = attempt >= self.config.attempts;
+            match outcome {
+                Ok((status, headers, text)) if status.is_success() => return Ok((headers, text)),
+                Ok((status, headers, text)) => {
+                    let retryable =
+                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    } else if status.is_server_error() {
+                        self.stats.server_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if retryable && !last {
+                        let wait = self.retry_wait(attempt, &headers);
+                        tracing::debug!(%status, path, ?wait, attempt, "GitLab asked us to retry");
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    return Err(self.status_error(&method, path, status, &text));
+                }
+                Err(e) => {
+                    self.stats.network_errors.fetch_add(1, Ordering::Relaxed);
+                    if !last {
+                        let wait = self.retry_wait(attempt, &HeaderMap::new());
+                        tracing::debug!(error = %e, path, ?wait, attempt, "network error; retrying");
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    return Err(GitLabError::Unreachable {
+                        url: self.config.url.to_string(),
+                        detail: format!("{e} (after {attempt} attempts)"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// `Retry-After`, else `RateLimit-Reset`, else exponential backoff
+    /// with jitter; never longer than `max_retry_after`.
+    fn retry_wait(&self, attempt: u32, headers: &HeaderMap) -> Duration {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let told = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .or_else(|| {
+                let reset = header("ratelimit-reset")?.trim().parse::<i64>().ok()?;
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                Some(Duration::from_secs(reset.saturating_sub(now).max(0) as u64))
+            });
+        let wait = match told {
+            Some(d) => d,
+            None => {
+                let base = self
+                    .config
+                    .backoff
+                    .saturating_mul(1 << (attempt - 1).min(10))
+                    .min(Duration::from_secs(30));
+                let jitter = rand::rng().random_range(0.5..1.5);
+                base.mul_f64(jitter)
+            }
+        };
+        wait.min(self.config.max_retry_after)
+    }
+
+    fn status_error(
+        &self,
+        method: &Method,
+        path: &str,
+        status: StatusCode,
+        body: &str,
+    ) -> GitLabError {
+        let message = error_message(body);
+        let method = method.to_string();
+        let path = path.to_string();
+        match status.as_u16() {
+            401 => GitLabError::Unauthorized {
+                status: 401,
+                message,
+            },
+            403 if message.contains("insufficient_scope") => GitLabError::Unauthorized {
+                status: 403,
+                message,
+            },
+            403 => GitLabError::Forbidden {
+                method,
+                path,
+                status: 403,
+                message,
+            },
+            404 => GitLabError::NotFound { path, message },
+            s => GitLabError::Status {
+                method,
+                path,
+                status: s,
+                message,
+            },
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(HeaderMap, T), GitLabError> {
+        let (headers, text) = self.send(Method::GET, path, query, None).await?;
+        let value = serde_json::from_str(&text).map_err(|e| GitLabError::Decode {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })?;
+        Ok((headers, value))
+    }
+
+    /// Every project the token can see (`search` narrows it like GitLab's
+    /// project search). Pages are fetched in parallel when GitLab reports
+    /// the total; past offset pagination's limits, keyset pagination.
+    pub async fn list_projects(&self, search: Option<&str>) -> Result<Vec<Project>, GitLabError> {
+        const PER_PAGE: usize = 100;
+        let mut query: Vec<(&str, String)> = vec![
+            ("order_by", "id".into()),
+            ("sort", "asc".into()),
+            ("per_page", PER_PAGE.to_string()),
+        ];
+        if let Some(s) = search {
+            query.push(("search", s.to_string()));
+        }
+        let (headers, mut projects): (_, Vec<Project>) = self.get_json("/projects", &query).await?;
+        let total_pages = headers
+            .get("x-total-pages")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let has_next = headers
+            .get("x-next-page")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.is_empty());
+        if !has_next {
+            return Ok(projects);
+        }
+        match total_pages {
+            Some(pages) if pages * PER_PAGE <= 50_000 => {
+                let mut tasks = tokio::task::JoinSet::new();
+                for page in 2..=pages {
+                    let client = self.clone();
+                    let mut q: Vec<(&'static str, String)> = vec![
+                        ("order_by", "id".into()),
+                        ("sort", "asc".into()),
+                        ("per_page", PER_PAGE.to_string()),
+                        ("page", page.to_string()),
+                    ];
+                    if let Some(s) = search {
+                        q.push(("search", s.to_string()));
+                    }
+                    tasks.spawn(async move {
+                        client
+                            .get_json::<Vec<Project>>("/projects", &q)
+                            .await
+                            .map(|(_, p)| p)
+                    });
+                }
+                while let Some(result) = tasks.join_next().await {
+                    projects.extend(result.expect("page task does not panic")?);
+                }
+            }
+            _ => {
+                // Keyset from the last id seen: no offset ceiling, no count.
+                let mut last = projects.iter().map(|p| p.id).max().unwrap_or(0);
+                loop {
+                    let mut q = query.clone();
+                    q.push(("pagination", "keyset".into()));
+                    q.push(("id_after", last.to_string()));
+                    let (_, page): (_, Vec<Project>) = self.get_json("/projects", &q).await?;
+                    let Some(max) = page.iter().map(|p| p.id).max() else {
+                        break;
+                    };
+                    let full = page.len() >= PER_PAGE;
+                    projects.extend(page);
+                    last = max;
+                    if !full {
+                        break;
+                    }
+                }
+            }
+        }
+        // A project created while we paged can shift offsets: de-duplicate.
+        projects.sort_by_key(|p| p.id);
+        projects.dedup_by_key(|p| p.id);
+        Ok(projects)
+    }
+
+    pub async fn project(&self, id_or_path: &str) -> Result<Project, GitLabError> {
+        let path = format!("/projects/{}", encode_segment(id_or_path));
+        Ok(self.get_json(&path, &[]).await?.1)
+    }
+
+    /// A file's text on a ref; `None` when the ref or the file does not exist.
+    pub async fn file(
+        &self,
+        project_id: u64,
+        file_path: &str,
+        git_ref: &str,
+    ) -> Result<Option<FileContent>, GitLabError> {
+        let path = format!(
+            "/projects/{project_id}/repository/files/{}/raw",
+            encode_segment(file_path)
+        );
+        match self
+            .send(Method::GET, &path, &[("ref", git_ref.to_string())], None)
+            .await
+        {
+            Ok((headers, text)) => Ok(Some(FileContent {
+                text,
+                blob_id: headers
+                    .get("x-gitlab-blob-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+            })),
+            Err(GitLabError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a pipeline on `git_ref`. With a job token this goes through
+    /// the trigger API, which makes it a multi-project (downstream) pipeline.
+    pub async fn create_pipeline(
+        &self,
+        project_id: u64,
+        git_ref: &str,
+        variables: &[(String, String)],
+    ) -> Result<Pipeline, GitLabError> {
+        let (path, body) = match &self.credential {
+            Credential::Token(_) => (
+                format!("/projects/{project_id}/pipeline"),
+                serde_json::json!({
+                    "ref": git_ref,
+                    "variables": variables.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                }),
+            ),
+            Credential::JobToken(token) => (
+                format!("/projects/{project_id}/trigger/pipeline"),
+                serde_json::json!({
+                    "token": token,
+                    "ref": git_ref,
+                    "variables": variables
+                        .iter()
+                        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                        .collect::<serde_json::Map<_, _>>(),
+                }),
+            ),
+        };
+        let body = match body {
+            serde_json::Value::Object(mut map) if variables.is_empty() => {
+                map.remove("variables");
+                serde_json::Value::Object(map)
+            }
+            other => other,
+        };
+        let (_, text) = self.send(Method::POST, &path, &[], Some(&body)).await?;
+        serde_json::from_str(&text).map_err(|e| GitLabError::Decode {
+            path,
+            detail: e.to_string(),
+        })
+    }
+
+    pub async fn pipeline(
+        &self,
+        project_id: u64,
+        pipeline_id: u64,
+    ) -> Result<Pipeline, GitLabError> {
+        let path = format!("/projects/{project_id}/pipelines/{pipeline_id}");
+        Ok(self.get_json(&path, &[]).await?.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_from_both_body_shapes() {
+        assert_eq!(
+            error_message(r#"{"message":"404 Project Not Found"}"#),
+            "404 Project Not Found"
+        );
+        assert_eq!(
+            error_message(r#"{"error":"ref is missing"}"#),
+            "ref is missing"
+        );
+        assert_eq!(
+            error_message(r#"{"message":{"base":["Reference not found"]}}"#),
+            r#"{"base":["Reference not found"]}"#
+        );
+        assert_eq!(
+            error_message(
+                r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges"}"#
+            ),
+            "insufficient_scope: The request requires higher privileges"
+        );
+        assert_eq!(error_message("Retry later\n"), "Retry later");
+        assert_eq!(error_message(""), "no details");
+    }
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(encode_segment("Group/Sub/My.Proj"), "Group%2FSub%2FMy.Proj");
+        assert_eq!(encode_segment("docker/Dockerfile"), "docker%2FDockerfile");
+    }
+}

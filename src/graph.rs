@@ -1,0 +1,474 @@
+//! The image dependency graph: projects as nodes, "is built on" as edges
+//! (upstream → downstream), plus the external images each project uses.
+//! Built from a scan, read by `rebuild`, `deps`, `graph` and the server;
+//! replaced or patched as a whole, never mutated from two places.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use serde::Serialize;
+
+use crate::image::{owner_of, ImageOwner, ImageRef, ProjectIndex, Registry};
+use crate::scan::{DockerfileState, Scan, ScannedProject};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectNode {
+    pub id: u64,
+    pub path: String,
+    pub default_branch: Option<String>,
+    pub archived: bool,
+    pub web_url: String,
+    /// `found`, `missing`, `archived`, `empty_repo`, `failed`.
+    pub dockerfile: &'static str,
+}
+
+/// Why one project depends on another: the reference in its Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    pub image: String,
+    pub via: String,
+    pub line: usize,
+    /// Pinned by digest: shown, never triggered.
+    pub pinned: bool,
+}
+
+/// Something about a project's references worth telling the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub project: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DependencyGraph {
+    graph: DiGraph<ProjectNode, Dependency>,
+    by_id: HashMap<u64, NodeIndex>,
+    by_path: ProjectIndex<NodeIndex>,
+    /// External image name (`docker.io/library/alpine`) → users.
+    external: BTreeMap<String, Vec<(NodeIndex, Dependency)>>,
+    registry: Registry,
+    notes: Vec<Note>,
+}
+
+/// What `rebuild IMAGE` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Project(NodeIndex),
+    /// An image of another registry, by name without tag.
+    External(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("{0}")]
+    InvalidImage(String),
+    #[error("no project builds {image}: it is on our registry ({registry}) but no project the token can see has the path {path:?}. Check the image name, or that the token can see that project")]
+    UnknownProject {
+        image: String,
+        registry: String,
+        path: String,
+    },
+}
+
+fn state_name(state: &DockerfileState) -> &'static str {
+    match state {
+        DockerfileState::Found { .. } => "found",
+        DockerfileState::Missing => "missing",
+        DockerfileState::Archived => "archived",
+        DockerfileState::EmptyRepo => "empty_repo",
+        DockerfileState::Failed { .. } => "failed",
+    }
+}
+
+impl DependencyGraph {
+    pub fn build(scan: &Scan, registry: &Registry) -> DependencyGraph {
+        Self::from_projects(&scan.projects, registry)
+    }
+
+    pub fn from_projects(projects: &[ScannedProject], registry: &Registry) -> DependencyGraph {
+        let mut g = DependencyGraph {
+            graph: DiGraph::new(),
+            by_id: HashMap::new(),
+            by_path: ProjectIndex::default(),
+            external: BTreeMap::new(),
+            registry: registry.clone(),
+            notes: Vec::new(),
+        };
+        for p in projects {
+            let node = g.graph.add_node(ProjectNode {
+                id: p.project.id,
+                path: p.project.path_with_namespace.clone(),
+                default_branch: p.project.default_branch.clone(),
+                archived: p.project.archived,
+                web_url: p.project.web_url.clone(),
+                dockerfile: state_name(&p.dockerfile),
+            });
+            g.by_id.insert(p.project.id, node);
+            g.by_path.insert(&p.project.path_with_namespace, node);
+        }
+        for p in projects {
+            g.add_edges_of(p);
+        }
+        g
+    }
+
+    /// Adds the edges of one project's Dockerfile.
+    fn add_edges_of(&mut self, p: &ScannedProject) {
+        let node = self.by_id[&p.project.id];
+        let path = &p.project.path_with_namespace;
+        let images = match &p.dockerfile {
+            DockerfileState::Found { images, .. } => images,
+            DockerfileState::Failed { error } => {
+                self.note(path, format!("Dockerfile could not be read: {error}"));
+                return;
+            }
+            _ => return,
+        };
+        for image in images {
+            let dep = Dependency {
+                image: image.reference.clone(),
+                via: image.via.clone(),
+                line: image.line,
+                pinned: false,
+            };
+            if image.unresolved {
+                self.note(path, format!("line {}: {:?} holds a variable without a value; cannot tell which image it is", image.line, image.reference));
+                continue;
+            }
+            let parsed = match ImageRef::parse(&image.reference) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.note(path, format!("line {}: {e}", image.line));
+                    continue;
+                }
+            };
+            let dep = Dependency {
+                pinned: parsed.is_pinned(),
+                ..dep
+            };
+            match owner_of(&parsed, &self.registry, &self.by_path) {
+                ImageOwner::Project { project, .. } if project == node => {
+                    self.note(
+                        path,
+                        format!(
+                            "line {}: builds on its own image {}; not a dependency",
+                            image.line, image.reference
+                        ),
+                    );
+                }
+                ImageOwner::Project { project, .. } => {
+                    if dep.pinned {
+                        self.note(path, format!("line {}: {} is pinned by digest; a rebuild of its project cannot change it", image.line, image.reference));
+                    }
+                    match self.graph.find_edge(project, node) {
+                        // One edge per pair; a triggerable reference wins over a pinned one.
+                        Some(e) if self.graph[e].pinned && !dep.pinned => self.graph[e] = dep,
+                        Some(_) => {}
+                        None => {
+                            self.graph.add_edge(project, node, dep);
+                        }
+                    }
+                }
+                ImageOwner::UnknownProject => {
+                    // Kept by name: `rebuild` can still find its users when
+                    // the owning project is outside the scan (`--match`).
+                    self.note(
+                        path,
+                        format!(
+                            "line {}: {} is on our registry but no scanned project owns it",
+                            image.line, image.reference
+                        ),
+                    );
+                    self.external
+                        .entry(parsed.name())
+                        .or_default()
+                        .push((node, dep));
+                }
+                ImageOwner::External => {
+                    self.external
+                        .entry(parsed.name())
+                        .or_default()
+                        .push((node, dep));
+                }
+            }
+        }
+    }
+
+    fn note(&mut self, project: &str, message: String) {
+        self.notes.push(Note {
+            project: project.to_string(),
+            message,
+        });
+    }
+
+    pub fn notes(&self) -> &[Note] {
+        &self.notes
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn project_count(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn edge_count(&self) -> usize {
+        self.graph.edge_count()
+    }
+
+    pub fn node(&self, n: NodeIndex) -> &ProjectNode {
+        &self.graph[n]
+    }
+
+    pub fn node_by_id(&self, id: u64) -> Option<NodeIndex> {
+        self.by_id.get(&id).copied()
+    }
+
+    pub fn node_by_path(&self, path: &str) -> Option<NodeIndex> {
+        self.by_path
+            .resolve(&path.to_lowercase())
+            .copied()
+            .filter(|n| self.graph[*n].path.eq_ignore_ascii_case(path))
+    }
+
+    /// Resolves what `rebuild IMAGE` names: an image of our registry (tag
+    /// ignored), a project path, or an external image.
+    pub fn target(&self, image: &str) -> Result<Target, TargetError> {
+        if let Some(node) = self.node_by_path(image.trim_matches('/')) {
+            return Ok(Target::Project(node));
+        }
+        let parsed =
+            ImageRef::parse(image).map_err(|e| TargetError::InvalidImage(e.to_string()))?;
+        match owner_of(&parsed, &self.registry, &self.by_path) {
+            ImageOwner::Project { project, .. } => Ok(Target::Project(project)),
+            ImageOwner::UnknownProject => {
+                let name = parsed.name();
+                if self.external_users(&name).next().is_some() {
+                    Ok(Target::External(name))
+                } else {
+                    Err(TargetError::UnknownProject {
+                        image: image.to_string(),
+                        registry: parsed.registry.clone(),
+                        path: parsed.path.clone(),
+                    })
+                }
+            }
+            ImageOwner::External => Ok(Target::External(parsed.name())),
+        }
+    }
+
+    pub fn describe(&self, target: &Target) -> String {
+        match target {
+            Target::Project(n) => self.graph[*n].path.clone(),
+            Target::External(name) => name.clone(),
+        }
+    }
+
+    /// Projects built directly on `target`, with the reference that says so.
+    pub fn dependents(&self, target: &Target) -> Vec<(NodeIndex, Dependency)> {
+        match target {
+            Target::Project(n) => self
+                .graph
+                .edges_directed(*n, Direction::Outgoing)
+                .map(|e| (e.target(), e.weight().clone()))
+                .collect(),
+            Target::External(name) => {
+                let mut seen = HashSet::new();
+                self.external_users(name)
+                    .filter(|(n, d)| !d.pinned && seen.insert(*n))
+                    .cloned()
+                    .collect()
+            }
+        }
+    }
+
+    /// Users of an image by name, or of images below it (`name/slim`).
+    fn external_users<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a (NodeIndex, Dependency)> + 'a {
+        let below = format!("{name}/");
+        self.external
+            .range(name.to_string()..)
+            .take_while(move |(k, _)| *k == name || k.starts_with(&below))
+            .flat_map(|(_, users)| users.iter())
+    }
+
+    /// Projects a project builds on (our registry only).
+    pub fn upstreams(&self, n: NodeIndex) -> Vec<(NodeIndex, &Dependency)> {
+        self.graph
+            .edges_directed(n, Direction::Incoming)
+            .map(|e| (e.source(), e.weight()))
+            .collect()
+    }
+
+    pub(crate) fn graph(&self) -> &DiGraph<ProjectNode, Dependency> {
+        &self.graph
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.graph.node_indices()
+    }
+
+    /// Every cycle (strongly connected set of projects), as paths.
+    pub fn cycles(&self) -> Vec<Vec<String>> {
+        petgraph::algo::tarjan_scc(&self.graph)
+            .into_iter()
+            .filter(|scc| scc.len() > 1)
+            .map(|scc| {
+                let mut paths: Vec<String> =
+                    scc.iter().map(|n| self.graph[*n].path.clone()).collect();
+                paths.sort();
+                paths
+            })
+            .collect()
+    }
+
+    pub fn external_images(&self) -> &BTreeMap<String, Vec<(NodeIndex, Dependency)>> {
+        &self.external
+    }
+
+    /// Which projects to trigger, and in what order, when `target` was rebuilt.
+    pub fn plan(&self, target: &Target, recurse: bool) -> crate::plan::TriggerPlan {
+        crate::plan::plan(self, target, recurse)
+    }
+}
+
+/// Projects reachable over triggerable edges, with their breadth-first
+/// distance from `start` (0). Archived projects are reached but not crossed.
+pub(crate) fn reachable(
+    g: &DependencyGraph,
+    start: &[NodeIndex],
+    stop: Option<NodeIndex>,
+) -> BTreeMap<NodeIndex, usize> {
+    let mut seen: BTreeMap<NodeIndex, usize> = BTreeMap::new();
+    let mut queue: VecDeque<(NodeIndex, usize)> = start.iter().map(|n| (*n, 0)).collect();
+    while let Some((n, d)) = queue.pop_front() {
+        if Some(n) == stop || seen.contains_key(&n) {
+            continue;
+        }
+        seen.insert(n, d);
+        if g.graph[n].archived {
+            continue;
+        }
+        for e in g.graph.edges_directed(n, Direction::Outgoing) {
+            if !e.weight().pinned {
+                queue.push_back((e.target(), d + 1));
+            }
+        }
+    }
+    seen
+}
+
+/// Renderings for `graph --format`.
+impl DependencyGraph {
+    /// One line per dependency: `downstream <- upstream (reference, line N)`.
+    pub fn to_text(&self) -> String {
+        let mut lines = Vec::new();
+        for n in self.graph.node_indices() {
+            let node = &self.graph[n];
+            let mut ups: Vec<String> = self
+                .upstreams(n)
+                .into_iter()
+                .map(|(u, d)| {
+                    let pinned = if d.pinned { ", pinned" } else { "" };
+                    format!(
+                        "{} <- {} ({} {}, line {}{pinned})",
+                        node.path, self.graph[u].path, d.via, d.image, d.line
+                    )
+                })
+                .collect();
+            ups.sort();
+            lines.extend(ups);
+        }
+        for (image, users) in &self.external {
+            let mut paths: Vec<&str> = users
+                .iter()
+                .map(|(n, _)| self.graph[*n].path.as_str())
+                .collect();
+            paths.sort();
+            paths.dedup();
+            for p in paths {
+                lines.push(format!("{p} <- {image} (external)"));
+            }
+        }
+        let mut out = lines.join("\n");
+        out.push('\n');
+        out
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let projects: Vec<_> = self.graph.node_weights().collect();
+        let edges: Vec<_> = self
+            .graph
+            .edge_references()
+            .map(|e| {
+                serde_json::json!({
+                    "upstream": self.graph[e.source()].path,
+                    "downstream": self.graph[e.target()].path,
+                    "image": e.weight().image,
+                    "via": e.weight().via,
+                    "line": e.weight().line,
+                    "pinned": e.weight().pinned,
+                })
+            })
+            .collect();
+        let external: BTreeMap<&String, Vec<&str>> = self
+            .external
+            .iter()
+            .map(|(image, users)| {
+                (
+                    image,
+                    users
+                        .iter()
+                        .map(|(n, _)| self.graph[*n].path.as_str())
+                        .collect(),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "registry": self.registry.hosts(),
+            "projects": projects,
+            "edges": edges,
+            "external": external,
+            "cycles": self.cycles(),
+            "notes": self.notes,
+        })
+    }
+
+    /// Graphviz DOT: projects with a Dockerfile, dashed edges for pinned refs.
+    pub fn to_dot(&self) -> String {
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut out = String::from("digraph images {\n  rankdir=LR;\n  node [shape=box];\n");
+        for n in self.graph.node_indices() {
+            let node = &self.graph[n];
+            let connected = self.graph.neighbors_undirected(n).next().is_some();
+            if !connected && node.dockerfile != "found" {
+                continue;
+            }
+            let style = if node.archived { ", style=dashed" } else { "" };
+            out.push_str(&format!(
+                "  {} [label={}{style}];\n",
+                n.index(),
+                quote(&node.path)
+            ));
+        }
+        for e in self.graph.edge_references() {
+            let style = if e.weight().pinned {
+                " [style=dashed]"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "  {} -> {}{style};\n",
+                e.source().index(),
+                e.target().index()
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
+}

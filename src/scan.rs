@@ -1,0 +1,191 @@
+//! From GitLab to the facts the graph is built from: every project, and for
+//! each one its Dockerfile's base images. Fetches with bounded concurrency,
+//! keeps going past a project that fails, and reports what it could not read.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dockerfile::{self, BaseImage, BuildArgs};
+use crate::gitlab::{GitLab, GitLabError, Project};
+
+/// Where the Dockerfile is read, relative to the repository root.
+pub const DOCKERFILE_PATH: &str = "Dockerfile";
+
+/// What the scan learned about one project's Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DockerfileState {
+    Found {
+        blob_id: Option<String>,
+        images: Vec<ScannedImage>,
+    },
+    Missing,
+    /// Not read: archived projects are never triggered.
+    Archived,
+    EmptyRepo,
+    /// Reading it failed; the graph may miss this project's edges.
+    Failed {
+        error: String,
+    },
+}
+
+/// A base image as the scan records it (a Dockerfile `BaseImage`, stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannedImage {
+    pub reference: String,
+    pub via: String,
+    pub line: usize,
+    pub unresolved: bool,
+}
+
+impl From<&BaseImage> for ScannedImage {
+    fn from(b: &BaseImage) -> Self {
+        ScannedImage {
+            reference: b.reference.clone(),
+            via: b.via.as_str().to_string(),
+            line: b.line,
+            unresolved: b.unresolved,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannedProject {
+    pub project: Project,
+    pub dockerfile: DockerfileState,
+}
+
+/// The result of a scan: projects (sorted by id) and the cost of getting them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Scan {
+    pub projects: Vec<ScannedProject>,
+    pub requests: u64,
+    pub elapsed: Duration,
+}
+
+impl Scan {
+    pub fn failures(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.projects.iter().filter_map(|p| match &p.dockerfile {
+            DockerfileState::Failed { error } => {
+                Some((p.project.path_with_namespace.as_str(), error.as_str()))
+            }
+            _ => None,
+        })
+    }
+
+    /// The graph may be missing edges.
+    pub fn is_incomplete(&self) -> bool {
+        self.failures().next().is_some()
+    }
+}
+
+/// Told about scan progress (a progress bar, a log line).
+pub trait Progress: Send + Sync {
+    fn listed(&self, _projects: usize) {}
+    fn fetched(&self) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// The build arguments GitLab CI jobs commonly pass to `docker build`.
+pub fn ci_build_args(registry_host: &str, project: &Project) -> BuildArgs {
+    let path = project.path_with_namespace.to_lowercase();
+    let namespace = path.rsplit_once('/').map(|(n, _)| n).unwrap_or("");
+    BuildArgs::new()
+        .with("CI_REGISTRY", registry_host)
+        .with("CI_REGISTRY_IMAGE", &format!("{registry_host}/{path}"))
+        .with("CI_PROJECT_PATH", &path)
+        .with("CI_PROJECT_NAMESPACE", namespace)
+}
+
+/// Reads one project's Dockerfile on its default branch.
+pub async fn scan_project(
+    gitlab: &GitLab,
+    project: Project,
+    registry_host: &str,
+) -> Result<ScannedProject, GitLabError> {
+    let dockerfile = if project.archived {
+        DockerfileState::Archived
+    } else if project.empty_repo {
+        DockerfileState::EmptyRepo
+    } else {
+        let branch = project
+            .default_branch
+            .clone()
+            .unwrap_or_else(|| "HEAD".into());
+        match gitlab.file(project.id, DOCKERFILE_PATH, &branch).await {
+            Ok(None) => DockerfileState::Missing,
+            Ok(Some(file)) => {
+                let extraction =
+                    dockerfile::extract(&file.text, &ci_build_args(registry_host, &project));
+                for d in &extraction.diagnostics {
+                    tracing::debug!(project = %project.path_with_namespace, line = d.line, "Dockerfile: {}", d.message);
+                }
+                DockerfileState::Found {
+                    blob_id: file.blob_id,
+                    images: extraction.images.iter().map(ScannedImage::from).collect(),
+                }
+            }
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => DockerfileState::Failed {
+                error: e.to_string(),
+            },
+        }
+    };
+    Ok(ScannedProject {
+        project,
+        dockerfile,
+    })
+}
+
+/// Lists projects and reads every Dockerfile. Fails only when the listing
+/// fails or GitLab is unreachable / rejects the token; a single project's
+/// failure is recorded in its state.
+pub async fn scan(
+    gitlab: &GitLab,
+    search: Option<&str>,
+    registry_host: &str,
+    progress: Arc<dyn Progress>,
+) -> Result<Scan, GitLabError> {
+    let started = Instant::now();
+    let before = gitlab
+        .stats()
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let projects = gitlab.list_projects(search).await?;
+    progress.listed(projects.len());
+    let mut tasks = tokio::task::JoinSet::new();
+    for project in projects {
+        let gitlab = gitlab.clone();
+        let registry = registry_host.to_string();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            let result = scan_project(&gitlab, project, &registry).await;
+            progress.fetched();
+            result
+        });
+    }
+    let mut scanned = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        match result.expect("scan task does not panic") {
+            Ok(p) => scanned.push(p),
+            Err(e) => {
+                tasks.abort_all();
+                return Err(e);
+            }
+        }
+    }
+    scanned.sort_by_key(|p| p.project.id);
+    Ok(Scan {
+        projects: scanned,
+        requests: gitlab
+            .stats()
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before,
+        elapsed: started.elapsed(),
+    })
+}

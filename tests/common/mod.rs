@@ -1,0 +1,86 @@
+//! Helpers for the end-to-end tests: the real binary against the simulator
+//! over HTTP on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::process::Output;
+use std::time::Duration;
+
+use gitlab_sim::{PipelineStatus, ProjectSpec, SimBuilder, Simulator};
+
+pub const TOKEN: &str = "glpat-e2e";
+/// The simulator's registry for a GitLab on 127.0.0.1.
+pub const REG: &str = "registry.127.0.0.1";
+
+/// A project whose Dockerfile is `FROM` each of `bases` (paths on our registry).
+pub fn image_project(path: &str, bases: &[&str]) -> ProjectSpec {
+    let mut text = String::new();
+    for base in bases {
+        text.push_str(&format!("FROM {REG}/{base}:latest\nRUN make\n"));
+    }
+    if bases.is_empty() {
+        text.push_str("FROM alpine:3.20\n");
+    }
+    ProjectSpec::new(path)
+        .dockerfile(&text)
+        .pipeline(Duration::from_millis(100), PipelineStatus::Success)
+}
+
+pub async fn start(projects: Vec<ProjectSpec>) -> Simulator {
+    SimBuilder::new()
+        .token(TOKEN)
+        .projects(projects)
+        .start()
+        .await
+        .expect("simulator starts")
+}
+
+/// Runs the binary with the simulator's URL and token in the environment.
+pub async fn autodep(sim: &Simulator, args: &[&str]) -> Output {
+    autodep_env(
+        &[("GITLAB_URL", sim.url().as_str()), ("GITLAB_TOKEN", TOKEN)],
+        args,
+    )
+    .await
+}
+
+pub async fn autodep_env(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gitlab-docker-autodep"));
+    for var in [
+        "GITLAB_URL",
+        "GITLAB_TOKEN",
+        "CI_SERVER_URL",
+        "CI_JOB_TOKEN",
+        "AUTODEP_LOG",
+        "AUTODEP_WEBHOOK_TOKEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied()).args(args).kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the binary finishes within two minutes")
+        .expect("the binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn lines(o: &Output) -> Vec<String> {
+    stdout(o).lines().map(str::to_string).collect()
+}
+
+/// Paths of the projects that got a pipeline, sorted.
+pub fn triggered(sim: &Simulator) -> Vec<String> {
+    let mut v: Vec<String> = sim
+        .pipelines()
+        .into_iter()
+        .map(|p| p.project_path)
+        .collect();
+    v.sort();
+    v
+}
