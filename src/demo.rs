@@ -1,18 +1,219 @@
-//! `demo` and `server` entry points (the server lands with its own module).
+//! `server` and `demo`: the webhook server from the command line, and a
+//! guided run against the embedded simulated GitLab.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gitlab_docker_autodep::gitlab::{ClientConfig, Credential, GitLab};
+use gitlab_docker_autodep::graph::Target;
+use gitlab_docker_autodep::image::Registry;
+use gitlab_docker_autodep::server::{self, ServerConfig};
+use gitlab_sim::{PipelineStatus, ProjectSpec, SimBuilder};
 
 use crate::cli::ServerArgs;
-use crate::commands::Settings;
+use crate::commands::{Settings, UsageError, EXIT_OK, EXIT_PIPELINE_FAILED};
 
-pub async fn serve(_s: Settings, _args: ServerArgs) -> anyhow::Result<u8> {
-    anyhow::bail!(crate::commands::UsageError(
-        "the server is not built yet".into()
-    ))
+pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
+    let webhook_token = match (&args.webhook_auth_token, &args.webhook_auth_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                UsageError(format!(
+                    "cannot read --webhook-auth-token-file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.is_empty() {
+                return Err(UsageError(format!(
+                    "--webhook-auth-token-file {} is empty",
+                    file.display()
+                ))
+                .into());
+            }
+            Some(token)
+        }
+        (None, None) => None,
+    };
+    let listen: SocketAddr = tokio::net::lookup_host((args.host.as_str(), args.port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--host {:?} is not an address or a name this machine can resolve",
+                args.host
+            ))
+        })?;
+    let config = ServerConfig {
+        listen,
+        webhook_token,
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(server::default_state_dir),
+        refresh_interval: args.refresh_interval,
+        max_body_bytes: args.max_body_bytes,
+        trigger_parallelism: 8,
+        match_keyword: s.match_keyword.clone(),
+    };
+    tracing::info!(state_dir = %config.state_dir.display(), "state directory");
+    server::run(s.gitlab, s.registry, config).await?;
+    Ok(EXIT_OK)
 }
 
-pub async fn run(_pipeline_duration: Duration) -> anyhow::Result<u8> {
-    anyhow::bail!(crate::commands::UsageError(
-        "the demo is not built yet".into()
-    ))
+const DIGEST: &str = "sha256:4b8a8f9d3c2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a";
+
+/// A small, realistic set of image projects: a base chain, a diamond, a
+/// failing project, and the usual bystanders.
+fn demo_projects(reg: &str, duration: Duration) -> Vec<ProjectSpec> {
+    let ok = |spec: ProjectSpec| spec.pipeline(duration, PipelineStatus::Success);
+    vec![
+        ok(ProjectSpec::new("platform/base").dockerfile("FROM debian:bookworm-slim\nRUN apt-get update && apt-get -y upgrade\n")),
+        ok(ProjectSpec::new("platform/python").dockerfile(&format!("FROM {reg}/platform/base:latest\nRUN apt-get install -y python3\n"))),
+        ok(ProjectSpec::new("platform/node").dockerfile(&format!("FROM {reg}/platform/base:latest\nRUN apt-get install -y nodejs\n"))),
+        ok(ProjectSpec::new("apps/api").dockerfile(&format!("FROM {reg}/platform/python:3.12\nCOPY . /app\n"))),
+        ok(ProjectSpec::new("apps/worker").dockerfile("ARG CI_REGISTRY\nFROM $CI_REGISTRY/platform/python:3.12\nCOPY . /app\n")),
+        ok(ProjectSpec::new("apps/bundle").dockerfile(&format!(
+            "FROM {reg}/platform/python:3.12 AS py\nRUN pip wheel -w /wheels .\nFROM {reg}/platform/node:20\nCOPY --from=py /wheels /wheels\n"
+        ))),
+        ProjectSpec::new("apps/flaky")
+            .dockerfile(&format!("FROM {reg}/platform/node:20\nRUN npm test\n"))
+            .pipeline(duration, PipelineStatus::Failed),
+        ok(ProjectSpec::new("apps/legacy").dockerfile(&format!("FROM {reg}/platform/base\n")).archived()),
+        ok(ProjectSpec::new("apps/pinned").dockerfile(&format!("FROM {reg}/platform/base@{DIGEST}\n"))),
+        ok(ProjectSpec::new("docs/site").file("README.md", "# docs\n")),
+    ]
+}
+
+pub async fn run(pipeline_duration: Duration) -> anyhow::Result<u8> {
+    let token = "glpat-demo";
+    let secret = "demo-webhook-secret";
+    let builder = SimBuilder::new().token(token);
+    let reg = builder.registry();
+    let sim = builder
+        .projects(demo_projects(&reg, pipeline_duration))
+        .start()
+        .await?;
+    let state = tempfile_dir()?;
+    let url = reqwest::Url::parse(&sim.url())?;
+    let gitlab = GitLab::new(ClientConfig::new(url, Credential::Token(token.into())))?;
+    let config = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        webhook_token: Some(secret.into()),
+        state_dir: state.clone(),
+        refresh_interval: Duration::from_secs(3600),
+        max_body_bytes: 4 * 1024 * 1024,
+        trigger_parallelism: 8,
+        match_keyword: None,
+    };
+    let server = server::start(
+        gitlab,
+        Registry::new([reg.as_str()]).context("registry")?,
+        config,
+    )
+    .await?;
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while !server.app.is_ready() {
+        anyhow::ensure!(
+            Instant::now() < ready_by,
+            "the demo server did not finish its first scan in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.add_webhook(&format!("http://{}/webhook", server.addr), Some(secret));
+    println!("Simulated GitLab:  {}  (registry {reg})", sim.url());
+    println!(
+        "Webhook server:    http://{}/  (status page; state in {})",
+        server.addr,
+        state.display()
+    );
+    let view = server.app.graph();
+    let base = view
+        .graph
+        .node_by_path("platform/base")
+        .context("demo graph has platform/base")?;
+    println!("\nWhat a rebuild of platform/base reaches (deps --recurse):\n");
+    print!(
+        "{}",
+        view.graph.plan(&Target::Project(base), true).render_tree()
+    );
+    println!(
+        "\nA new platform/base pipeline starts; every success calls the webhook, which triggers"
+    );
+    println!(
+        "the next layer (each line: time, project, pipeline, status, why it was triggered):\n"
+    );
+
+    let started = Instant::now();
+    sim.run_pipeline("platform/base")?;
+    let mut last: HashMap<u64, PipelineStatus> = HashMap::new();
+    let mut quiet_polls = 0;
+    while started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let pipelines = sim.pipelines();
+        for p in &pipelines {
+            if last.get(&p.id) == Some(&p.status) {
+                continue;
+            }
+            last.insert(p.id, p.status);
+            let why = p
+                .variables
+                .iter()
+                .find(|(k, _)| k == "AUTODEP_UPSTREAM")
+                .map(|(_, v)| format!("after {v}"))
+                .unwrap_or_else(|| "pushed by a person".into());
+            println!(
+                "{:>7.2}s  {:<16} #{:<3} {:<8} {why}",
+                started.elapsed().as_secs_f64(),
+                p.project_path,
+                p.id,
+                p.status.as_str()
+            );
+        }
+        let settled = pipelines.iter().all(|p| p.status.is_settled());
+        let queue = server.app.store.queue_depth()?;
+        quiet_polls = if settled && queue == (0, 0) {
+            quiet_polls + 1
+        } else {
+            0
+        };
+        if quiet_polls >= 10 {
+            break;
+        }
+    }
+    let pipelines = sim.pipelines();
+    let failed: Vec<_> = pipelines
+        .iter()
+        .filter(|p| p.status != PipelineStatus::Success)
+        .map(|p| p.project_path.clone())
+        .collect();
+    println!(
+        "\nQuiet after {:.1}s: {} pipelines, {} failed ({}). apps/legacy (archived) and apps/pinned (digest) were not triggered;",
+        started.elapsed().as_secs_f64(),
+        pipelines.len(),
+        failed.len(),
+        failed.join(", ")
+    );
+    println!("apps/flaky failed, so nothing built on it would have been triggered.\n\nThe graph (graph --format text):\n");
+    print!("{}", server.app.graph().graph.to_text());
+    server.shutdown().await?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(if failed.iter().all(|p| p == "apps/flaky") {
+        EXIT_OK
+    } else {
+        EXIT_PIPELINE_FAILED
+    })
+}
+
+/// A fresh state directory for the demo's server.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "gitlab-docker-autodep-demo-{}",
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }

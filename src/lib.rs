@@ -11,3 +11,5 @@ pub mod image;
 pub mod plan;
 pub mod rebuild;
 pub mod scan;
+pub mod server;
+pub mod store;

@@ -1,0 +1,311 @@
+//! The webhook server: GitLab calls `/webhook`; a successful pipeline on a
+//! project's default branch queues its first-level dependents, whose own
+//! pipelines call us again, so the chain rebuilds the tree.
+//!
+//! Handlers only validate, persist and enqueue; the worker talks to GitLab.
+//! The graph is loaded from the store at start (serving at once), rescanned
+//! every refresh interval, and patched by push events in between.
+
+mod status;
+pub mod webhook;
+mod worker;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::{watch, Notify};
+
+use crate::gitlab::GitLab;
+use crate::graph::DependencyGraph;
+use crate::image::Registry;
+use crate::scan::{self, ScannedProject};
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub webhook_token: Option<String>,
+    pub state_dir: PathBuf,
+    pub refresh_interval: Duration,
+    pub max_body_bytes: usize,
+    /// Pipelines created at once by the worker.
+    pub trigger_parallelism: usize,
+    pub match_keyword: Option<String>,
+}
+
+/// The graph and the scan it was built from, replaced as a whole.
+pub struct GraphView {
+    pub projects: BTreeMap<u64, ScannedProject>,
+    pub graph: DependencyGraph,
+    pub built_at: time::OffsetDateTime,
+}
+
+impl GraphView {
+    fn new(projects: BTreeMap<u64, ScannedProject>, registry: &Registry) -> GraphView {
+        let list: Vec<ScannedProject> = projects.values().cloned().collect();
+        GraphView {
+            graph: DependencyGraph::from_projects(&list, registry),
+            projects,
+            built_at: time::OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+pub struct AppState {
+    pub store: Store,
+    pub gitlab: GitLab,
+    pub registry: Registry,
+    pub config: ServerConfig,
+    pub webhook_token: Option<String>,
+    graph: RwLock<Arc<GraphView>>,
+    ready: AtomicBool,
+    accept_queue: webhook::AcceptQueue,
+    /// Wakes the worker when an event was accepted.
+    wake: Notify,
+    ignored: Mutex<VecDeque<(String, String)>>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    started: Instant,
+}
+
+impl AppState {
+    pub fn graph(&self) -> Arc<GraphView> {
+        self.graph.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_graph(&self, view: GraphView) {
+        metrics::gauge!("autodep_graph_projects").set(view.graph.project_count() as f64);
+        metrics::gauge!("autodep_graph_edges").set(view.graph.edge_count() as f64);
+        *self.graph.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn remember_ignored(&self, reason: &str) {
+        let mut q = self.ignored.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= 50 {
+            q.pop_front();
+        }
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        q.push_back((now, reason.to_string()));
+    }
+
+    /// Replaces one project's entry (after a push) and rebuilds the graph.
+    pub fn patch_project(&self, project: ScannedProject) {
+        let current = self.graph();
+        let mut projects = current.projects.clone();
+        projects.insert(project.project.id, project);
+        self.set_graph(GraphView::new(projects, &self.registry));
+    }
+
+    /// A full scan; keeps the old graph when it fails.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let scan = scan::scan(
+            &self.gitlab,
+            self.config.match_keyword.as_deref(),
+            self.registry.primary(),
+            Arc::new(scan::NoProgress),
+        )
+        .await
+        .context("full rescan failed")?;
+        metrics::gauge!("autodep_scan_duration_seconds").set(started.elapsed().as_secs_f64());
+        let store = self.store.clone();
+        let projects = scan.projects.clone();
+        tokio::task::spawn_blocking(move || store.save_projects(&projects)).await??;
+        let map = scan
+            .projects
+            .into_iter()
+            .map(|p| (p.project.id, p))
+            .collect();
+        self.set_graph(GraphView::new(map, &self.registry));
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            requests = scan.requests,
+            "graph rescanned"
+        );
+        Ok(())
+    }
+}
+
+/// Where state lives when `--state-dir` is not given.
+pub fn default_state_dir() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = env("STATE_DIRECTORY") {
+        return dir;
+    }
+    if let Some(dir) = env("XDG_STATE_HOME") {
+        return dir.join("gitlab-docker-autodep");
+    }
+    match env("HOME") {
+        Some(home) => home.join(".local/state/gitlab-docker-autodep"),
+        None => PathBuf::from("gitlab-docker-autodep-state"),
+    }
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhook", post(webhook::handle))
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/metrics", get(status::metrics))
+        .route("/", get(status::page))
+        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .with_state(app)
+}
+
+/// A running server, for tests and the demo.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub app: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight triggers finish, and returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.done.await?
+    }
+}
+
+/// Opens the store, loads the graph, binds, and starts serving and working.
+pub async fn start(
+    gitlab: GitLab,
+    registry: Registry,
+    config: ServerConfig,
+) -> anyhow::Result<RunningServer> {
+    let store = {
+        let dir = config.state_dir.clone();
+        tokio::task::spawn_blocking(move || Store::open(&dir)).await??
+    };
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // Only the first server in a process owns the global recorder (tests and
+    // the demo may start more); the others still render their own handle.
+    let _ = metrics::set_global_recorder(recorder);
+    let app = Arc::new(AppState {
+        accept_queue: webhook::spawn_writer(store.clone()),
+        store: store.clone(),
+        gitlab,
+        webhook_token: config.webhook_token.clone(),
+        graph: RwLock::new(Arc::new(GraphView::new(BTreeMap::new(), &registry))),
+        registry,
+        ready: AtomicBool::new(false),
+        wake: Notify::new(),
+        ignored: Mutex::default(),
+        metrics: handle,
+        started: Instant::now(),
+        config,
+    });
+    if let Some(projects) = tokio::task::spawn_blocking(move || store.load_projects()).await?? {
+        let count = projects.len();
+        let map = projects.into_iter().map(|p| (p.project.id, p)).collect();
+        app.set_graph(GraphView::new(map, &app.registry));
+        tracing::info!(projects = count, "graph loaded from the state store");
+    }
+    let listener = tokio::net::TcpListener::bind(app.config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another server running there?",
+                app.config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+
+    let refresher = tokio::spawn(refresh_loop(app.clone(), stopped.clone()));
+    let worker = tokio::spawn(worker::run(app.clone(), stopped.clone()));
+    let server_app = router(app.clone());
+    let mut server_stop = stopped.clone();
+    let done = tokio::spawn(async move {
+        axum::serve(listener, server_app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
+            .context("the HTTP server failed")?;
+        refresher.abort();
+        worker.await.context("the worker failed")?;
+        Ok(())
+    });
+    if app.config.webhook_token.is_none() {
+        tracing::warn!(
+            "no --webhook-auth-token: anyone who can reach {addr} can make us trigger pipelines"
+        );
+    }
+    tracing::info!(%addr, "webhook server listening");
+    Ok(RunningServer {
+        addr,
+        app,
+        stop,
+        done,
+    })
+}
+
+async fn refresh_loop(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = app.refresh().await {
+            tracing::error!("{e:#}");
+        }
+        // Not ready yet: try again soon rather than after a full interval.
+        let wait = if app.is_ready() {
+            app.config.refresh_interval
+        } else {
+            app.config.refresh_interval.min(Duration::from_secs(30))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains in-flight work and returns.
+pub async fn run(gitlab: GitLab, registry: Registry, config: ServerConfig) -> anyhow::Result<()> {
+    let server = start(gitlab, registry, config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight triggers");
+    server.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,229 @@
+//! Health, readiness, Prometheus metrics and a small status page: the
+//! dependency graph as a picture, recent events and triggers, the queue.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::AppState;
+use crate::graph::DependencyGraph;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "graph not loaded yet: the first scan is running\n",
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let stats = app.gitlab.stats();
+    let mut text = app.metrics.render();
+    // The client's own counters, whatever recorder is installed.
+    let _ = write!(
+        text,
+        "# TYPE autodep_gitlab_requests_total counter\nautodep_gitlab_requests_total {}\n\
+         # TYPE autodep_gitlab_retries_total counter\nautodep_gitlab_retries_total {}\n\
+         # TYPE autodep_gitlab_responses_total counter\n\
+         autodep_gitlab_responses_total{{class=\"429\"}} {}\n\
+         autodep_gitlab_responses_total{{class=\"5xx\"}} {}\n\
+         autodep_gitlab_responses_total{{class=\"network_error\"}} {}\n\
+         # TYPE autodep_ready gauge\nautodep_ready {}\n",
+        stats.requests.load(Ordering::Relaxed),
+        stats.retries.load(Ordering::Relaxed),
+        stats.rate_limited.load(Ordering::Relaxed),
+        stats.server_errors.load(Ordering::Relaxed),
+        stats.network_errors.load(Ordering::Relaxed),
+        u8::from(app.is_ready()),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Projects with at least one edge, in columns by depth; at most `limit`.
+pub fn graph_svg(g: &DependencyGraph, limit: usize) -> String {
+    let mut depth: HashMap<petgraph::graph::NodeIndex, usize> = HashMap::new();
+    let nodes: Vec<_> = g
+        .nodes()
+        .filter(|n| {
+            !g.upstreams(*n).is_empty()
+                || !g.dependents(&crate::graph::Target::Project(*n)).is_empty()
+        })
+        .collect();
+    // Longest path from a root, bounded so cycles cannot loop.
+    for _ in 0..nodes.len().min(64) {
+        let mut changed = false;
+        for n in &nodes {
+            let d = g
+                .upstreams(*n)
+                .iter()
+                .filter(|(u, _)| u != n)
+                .map(|(u, _)| depth.get(u).copied().unwrap_or(0) + 1)
+                .max()
+                .unwrap_or(0)
+                .min(64);
+            if depth.get(n) != Some(&d) {
+                depth.insert(*n, d);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut columns: Vec<Vec<petgraph::graph::NodeIndex>> = Vec::new();
+    for n in nodes.iter().take(limit) {
+        let d = depth.get(n).copied().unwrap_or(0);
+        if columns.len() <= d {
+            columns.resize(d + 1, Vec::new());
+        }
+        columns[d].push(*n);
+    }
+    let (w, h, gap_x, gap_y) = (220.0, 26.0, 60.0, 12.0);
+    let mut pos = HashMap::new();
+    for (c, col) in columns.iter_mut().enumerate() {
+        col.sort_by(|a, b| g.node(*a).path.cmp(&g.node(*b).path));
+        for (r, n) in col.iter().enumerate() {
+            pos.insert(
+                *n,
+                (10.0 + c as f64 * (w + gap_x), 10.0 + r as f64 * (h + gap_y)),
+            );
+        }
+    }
+    let width = 20.0 + columns.len() as f64 * (w + gap_x);
+    let height = 20.0 + columns.iter().map(Vec::len).max().unwrap_or(0) as f64 * (h + gap_y);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    for (n, (x, y)) in &pos {
+        for (u, dep) in g.upstreams(*n) {
+            if let Some((ux, uy)) = pos.get(&u) {
+                let dash = if dep.pinned {
+                    r#" stroke-dasharray="4 3""#
+                } else {
+                    ""
+                };
+                let _ = write!(
+                    svg,
+                    r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#888"{dash}/>"##,
+                    ux + w,
+                    uy + h / 2.0,
+                    x,
+                    y + h / 2.0
+                );
+            }
+        }
+    }
+    for (n, (x, y)) in &pos {
+        let node = g.node(*n);
+        let fill = if node.archived { "#eee" } else { "#e8f0fe" };
+        let _ = write!(
+            svg,
+            r##"<a href="{}"><rect x="{x}" y="{y}" width="{w}" height="{h}" rx="4" fill="{fill}" stroke="#4a6fa5"/><text x="{}" y="{}">{}</text></a>"##,
+            escape(&node.web_url),
+            x + 6.0,
+            y + 17.0,
+            escape(&node.path)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+pub async fn page(State(app): State<Arc<AppState>>) -> Response {
+    let view = app.graph();
+    let store = app.store.clone();
+    let data = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((
+            store.recent_events(30)?,
+            store.recent_triggers(30)?,
+            store.queue_depth()?,
+        ))
+    })
+    .await;
+    let (events, triggers, (pending, queued)) = match data {
+        Ok(Ok(d)) => d,
+        _ => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the state store\n",
+            )
+                .into_response()
+        }
+    };
+    let mut html = String::from("<!doctype html><meta charset=utf-8><title>gitlab-docker-autodep</title>\
+        <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}\
+        .failed{color:#b00}.done{color:#070}</style><h1>gitlab-docker-autodep</h1>");
+    let _ = write!(
+        html,
+        "<p>{} · {} projects, {} dependencies · graph built {} · up {}s · queue: {pending} event(s), {queued} trigger(s)</p>",
+        if app.is_ready() { "ready" } else { "<b>not ready</b> (first scan running)" },
+        view.graph.project_count(),
+        view.graph.edge_count(),
+        view.built_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        app.started.elapsed().as_secs(),
+    );
+    html.push_str("<h2>Dependency graph</h2><div style=\"overflow:auto\">");
+    html.push_str(&graph_svg(&view.graph, 400));
+    html.push_str("</div><h2>Recent triggers</h2><table><tr><th>updated</th><th>project</th><th>state</th><th>pipeline</th><th>upstream</th><th>error</th></tr>");
+    for t in &triggers {
+        let pipeline = match (&t.web_url, t.pipeline_id) {
+            (Some(url), Some(id)) => format!("<a href=\"{}\">#{id}</a>", escape(url)),
+            _ => "-".into(),
+        };
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{pipeline}</td><td>{}</td><td>{}</td></tr>",
+            escape(&t.updated_at),
+            escape(&t.project_path),
+            escape(&t.state),
+            escape(&t.state),
+            escape(&t.upstream),
+            escape(t.error.as_deref().unwrap_or(""))
+        );
+    }
+    html.push_str("</table><h2>Recent events</h2><table><tr><th>received</th><th>kind</th><th>project</th><th>what</th><th>state</th><th>outcome</th></tr>");
+    for e in &events {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&e.received_at),
+            escape(&e.kind),
+            escape(&e.project_path),
+            escape(&e.detail),
+            escape(&e.state),
+            escape(e.outcome.as_deref().unwrap_or(""))
+        );
+    }
+    html.push_str("</table><h2>Recently ignored</h2><ul>");
+    for (at, reason) in app
+        .ignored
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .rev()
+    {
+        let _ = write!(html, "<li>{} — {}</li>", escape(at), escape(reason));
+    }
+    html.push_str("</ul>");
+    Html(html).into_response()
+}

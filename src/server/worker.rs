@@ -1,0 +1,232 @@
+//! Drains the durable queue: turns accepted events into triggers (or graph
+//! patches), then creates pipelines, retrying with backoff and honouring
+//! GitLab's `Retry-After` (inside the client) until GitLab answers for good.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::AppState;
+use crate::gitlab::GitLabError;
+use crate::graph::Target;
+use crate::rebuild;
+use crate::scan;
+use crate::store::{NewTrigger, StoredEvent, StoredTrigger};
+
+/// Delay before the next attempt of a trigger that failed `attempts` times.
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(5u64.saturating_mul(1 << attempts.min(8))).min(Duration::from_secs(600))
+}
+
+/// Errors that a later attempt may not see: keep the work queued.
+fn is_transient(e: &GitLabError) -> bool {
+    match e {
+        GitLabError::Unreachable { .. }
+        | GitLabError::Decode { .. }
+        | GitLabError::Unauthorized { .. } => true,
+        GitLabError::Status { status, .. } => *status == 429 || *status >= 500,
+        GitLabError::Forbidden { .. } | GitLabError::NotFound { .. } => false,
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("store task does not panic")
+}
+
+pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let mut busy = false;
+        if app.is_ready() {
+            busy |= plan_events(&app).await;
+        }
+        busy |= fire_triggers(&app).await;
+        if let Ok((events, triggers)) = app.store.queue_depth() {
+            metrics::gauge!("autodep_queue_events").set(events as f64);
+            metrics::gauge!("autodep_queue_triggers").set(triggers as f64);
+        }
+        if busy {
+            continue;
+        }
+        // Idle: wait for an event, the next retry, or shutdown.
+        tokio::select! {
+            _ = app.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Turns pending events into queued triggers. Returns whether it did work.
+async fn plan_events(app: &Arc<AppState>) -> bool {
+    let store = app.store.clone();
+    let events = match blocking(move || store.pending_events(200)).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("cannot read pending events: {e}");
+            return false;
+        }
+    };
+    let mut did = false;
+    for event in events {
+        let result = match event.kind.as_str() {
+            "pipeline" => plan_pipeline_event(app, &event).await,
+            "push" => refresh_project(app, &event).await,
+            other => Ok((Vec::new(), format!("{other} events are not used"))),
+        };
+        match result {
+            Ok((triggers, outcome)) => {
+                let store = app.store.clone();
+                let (id, uuid) = (event.id, event.event_uuid.clone());
+                match blocking(move || {
+                    store.complete_event(id, uuid.as_deref(), &triggers, &outcome)
+                })
+                .await
+                {
+                    Ok(_) => did = true,
+                    Err(e) => tracing::error!("cannot record event {}: {e}", event.id),
+                }
+            }
+            // GitLab is down or the token is wrong: leave it pending.
+            Err(e) => {
+                tracing::warn!("event {} ({}) waits: {e}", event.id, event.project_path);
+                break;
+            }
+        }
+    }
+    did
+}
+
+/// First-level dependents of the project whose pipeline succeeded.
+async fn plan_pipeline_event(
+    app: &Arc<AppState>,
+    event: &StoredEvent,
+) -> Result<(Vec<NewTrigger>, String), GitLabError> {
+    let view = app.graph();
+    let g = &view.graph;
+    let target = g
+        .node_by_id(event.project_id)
+        .map(Target::Project)
+        .or_else(|| {
+            g.target(&format!(
+                "{}/{}",
+                app.registry.primary(),
+                event.project_path
+            ))
+            .ok()
+        });
+    let Some(target) = target else {
+        return Ok((
+            Vec::new(),
+            format!("{} has no known dependents", event.project_path),
+        ));
+    };
+    let plan = g.plan(&target, false);
+    let triggers: Vec<NewTrigger> = plan
+        .triggers
+        .iter()
+        .map(|t| NewTrigger {
+            project_id: t.project_id,
+            project_path: t.project.clone(),
+            git_ref: t.git_ref.clone(),
+            upstream: t.upstream.clone(),
+            image: t.image.clone(),
+        })
+        .collect();
+    let names: Vec<&str> = triggers.iter().map(|t| t.project_path.as_str()).collect();
+    let outcome = if names.is_empty() {
+        "no dependents".to_string()
+    } else {
+        format!("queued {}", names.join(", "))
+    };
+    tracing::info!(project = %event.project_path, "{} succeeded: {outcome}", event.detail);
+    metrics::counter!("autodep_triggers_queued_total").increment(triggers.len() as u64);
+    Ok((triggers, outcome))
+}
+
+/// A push changed the Dockerfile: re-read that one project.
+async fn refresh_project(
+    app: &Arc<AppState>,
+    event: &StoredEvent,
+) -> Result<(Vec<NewTrigger>, String), GitLabError> {
+    let project = match app.gitlab.project(&event.project_id.to_string()).await {
+        Ok(p) => p,
+        Err(GitLabError::NotFound { .. }) => {
+            return Ok((Vec::new(), "project no longer visible".into()))
+        }
+        Err(e) => return Err(e),
+    };
+    let scanned = scan::scan_project(&app.gitlab, project, app.registry.primary()).await?;
+    let store = app.store.clone();
+    let saved = scanned.clone();
+    if let Err(e) = blocking(move || store.save_project(&saved)).await {
+        tracing::error!("cannot store the refreshed project: {e}");
+    }
+    app.patch_project(scanned);
+    tracing::info!(project = %event.project_path, "graph patched after a push");
+    Ok((Vec::new(), "graph refreshed".into()))
+}
+
+/// Creates pipelines for due triggers, several at once. Returns whether
+/// it did work.
+async fn fire_triggers(app: &Arc<AppState>) -> bool {
+    let store = app.store.clone();
+    let limit = app.config.trigger_parallelism.max(1);
+    let due = match blocking(move || store.due_triggers(limit)).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("cannot read the trigger queue: {e}");
+            return false;
+        }
+    };
+    if due.is_empty() {
+        return false;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in due {
+        let app = app.clone();
+        tasks.spawn(async move { fire(&app, t).await });
+    }
+    while tasks.join_next().await.is_some() {}
+    true
+}
+
+async fn fire(app: &Arc<AppState>, t: StoredTrigger) {
+    let gitlab = app.gitlab.with_event_uuid(t.event_uuid.clone());
+    let variables = vec![
+        ("AUTODEP_TRIGGERED".to_string(), "true".to_string()),
+        ("AUTODEP_TARGET".to_string(), t.upstream.clone()),
+        ("AUTODEP_UPSTREAM".to_string(), t.upstream.clone()),
+        ("AUTODEP_UPSTREAM_IMAGE".to_string(), t.image.clone()),
+    ];
+    let result = rebuild::create_pipeline(&gitlab, t.project_id, &t.git_ref, &variables).await;
+    let store = app.store.clone();
+    let outcome = match result {
+        Ok(p) => {
+            tracing::info!(project = %t.project_path, pipeline = p.id, "pipeline created (upstream {})", t.upstream);
+            metrics::counter!("autodep_triggers_total", "outcome" => "created").increment(1);
+            blocking(move || store.trigger_done(t.id, p.id, &p.web_url)).await
+        }
+        Err(e) if is_transient(&e) => {
+            let delay = backoff(t.attempts);
+            tracing::warn!(project = %t.project_path, "trigger failed, retrying in {delay:?}: {e}");
+            metrics::counter!("autodep_triggers_total", "outcome" => "retry").increment(1);
+            let msg = e.to_string();
+            blocking(move || store.trigger_retry(t.id, delay, &msg)).await
+        }
+        Err(e) => {
+            tracing::error!(project = %t.project_path, "trigger failed for good: {e}");
+            metrics::counter!("autodep_triggers_total", "outcome" => "failed").increment(1);
+            let msg = e.to_string();
+            blocking(move || store.trigger_failed(t.id, &msg)).await
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::error!("cannot record a trigger's outcome: {e}");
+    }
+}
