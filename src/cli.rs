@@ -220,7 +220,18 @@ pub struct ServerArgs {
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub refresh_interval: Duration,
 
-    /// Largest webhook body accepted.
+    /// Largest webhook body accepted (GitLab's pipeline hooks with many jobs
+    /// reach hundreds of KiB).
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Pipelines created at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub trigger_parallelism: u16,
+
+    /// First delay before retrying a trigger GitLab did not accept (doubles
+    /// per attempt, at most 10 minutes). Triggers are retried until GitLab
+    /// accepts or refuses them for good.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub trigger_retry_delay: Duration,
 }

@@ -56,7 +56,8 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
             .unwrap_or_else(server::default_state_dir),
         refresh_interval: args.refresh_interval,
         max_body_bytes: args.max_body_bytes,
-        trigger_parallelism: 8,
+        trigger_parallelism: args.trigger_parallelism as usize,
+        retry_delay: args.trigger_retry_delay,
         match_keyword: s.match_keyword.clone(),
     };
     tracing::info!(state_dir = %config.state_dir.display(), "state directory");
@@ -107,6 +108,7 @@ pub async fn run(pipeline_duration: Duration) -> anyhow::Result<u8> {
         refresh_interval: Duration::from_secs(3600),
         max_body_bytes: 4 * 1024 * 1024,
         trigger_parallelism: 8,
+        retry_delay: Duration::from_secs(1),
         match_keyword: None,
     };
     let server = server::start(

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Pipelines created at once by the worker.
     pub trigger_parallelism: usize,
+    /// First delay before retrying a trigger GitLab did not accept; doubles
+    /// per attempt up to ten minutes.
+    pub retry_delay: Duration,
     pub match_keyword: Option<String>,
 }
 
@@ -166,6 +169,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
         .route("/", get(status::page))
+        .route("/status.json", get(status::json))
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .with_state(app)
 }
@@ -253,6 +257,7 @@ pub async fn start(
         );
     }
     tracing::info!(%addr, "webhook server listening");
+    println!("listening on http://{addr}");
     Ok(RunningServer {
         addr,
         app,

@@ -149,6 +149,39 @@ pub fn graph_svg(g: &DependencyGraph, limit: usize) -> String {
     svg
 }
 
+/// The same facts as the page, for scripts and tests.
+pub async fn json(State(app): State<Arc<AppState>>) -> Response {
+    let store = app.store.clone();
+    let data = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((
+            store.recent_events(100)?,
+            store.recent_triggers(100)?,
+            store.queue_depth()?,
+        ))
+    })
+    .await;
+    let (events, triggers, (pending, queued)) = match data {
+        Ok(Ok(d)) => d,
+        _ => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the state store\n",
+            )
+                .into_response()
+        }
+    };
+    let view = app.graph();
+    axum::Json(serde_json::json!({
+        "ready": app.is_ready(),
+        "projects": view.graph.project_count(),
+        "dependencies": view.graph.edge_count(),
+        "queue": {"pending_events": pending, "queued_triggers": queued},
+        "events": events,
+        "triggers": triggers,
+    }))
+    .into_response()
+}
+
 pub async fn page(State(app): State<Arc<AppState>>) -> Response {
     let view = app.graph();
     let store = app.store.clone();

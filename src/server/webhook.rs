@@ -83,10 +83,19 @@ pub fn classify(
                     "pipeline {pipeline_id} of {path} ran for tag {git_ref}"
                 )));
             }
-            if str_at(attrs, &["source"]) == Some("parent_pipeline") {
-                return Ok(Decision::Ignore(format!(
-                    "pipeline {pipeline_id} of {path} is a child pipeline"
-                )));
+            match str_at(attrs, &["source"]) {
+                Some("parent_pipeline") => {
+                    return Ok(Decision::Ignore(format!(
+                        "pipeline {pipeline_id} of {path} is a child pipeline"
+                    )));
+                }
+                // Merge request pipelines do not publish the project's image.
+                Some(source @ ("merge_request_event" | "external_pull_request_event")) => {
+                    return Ok(Decision::Ignore(format!(
+                        "pipeline {pipeline_id} of {path} is a {source} pipeline"
+                    )));
+                }
+                _ => {}
             }
             match default_branch() {
                 Some(branch) if branch == git_ref => {}

@@ -15,8 +15,10 @@ use crate::scan;
 use crate::store::{NewTrigger, StoredEvent, StoredTrigger};
 
 /// Delay before the next attempt of a trigger that failed `attempts` times.
-fn backoff(attempts: u32) -> Duration {
-    Duration::from_secs(5u64.saturating_mul(1 << attempts.min(8))).min(Duration::from_secs(600))
+fn backoff(first: Duration, attempts: u32) -> Duration {
+    first
+        .saturating_mul(1 << attempts.min(16))
+        .min(Duration::from_secs(600))
 }
 
 /// Errors that a later attempt may not see: keep the work queued.
@@ -213,7 +215,7 @@ async fn fire(app: &Arc<AppState>, t: StoredTrigger) {
             blocking(move || store.trigger_done(t.id, p.id, &p.web_url)).await
         }
         Err(e) if is_transient(&e) => {
-            let delay = backoff(t.attempts);
+            let delay = backoff(app.config.retry_delay, t.attempts);
             tracing::warn!(project = %t.project_path, "trigger failed, retrying in {delay:?}: {e}");
             metrics::counter!("autodep_triggers_total", "outcome" => "retry").increment(1);
             let msg = e.to_string();
