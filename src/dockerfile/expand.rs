@@ -47,6 +47,10 @@ pub fn render(segments: &[Segment]) -> String {
 
 /// Expands variables in `text`. Quotes are removed; `\$` is a literal `$`.
 pub fn expand(text: &str, vars: &HashMap<String, Value>) -> Vec<Segment> {
+    // Most references have nothing to expand.
+    if !text.contains(['$', '"', '\'', '\\']) {
+        return vec![Segment::Literal(text.to_string())];
+    }
     let chars: Vec<char> = text.chars().collect();
     let mut out = SegmentBuilder::default();
     let mut i = 0;
@@ -233,15 +237,24 @@ fn remove_pattern(value: &str, pattern: &str, op: &str) -> String {
     }
 }
 
-/// Glob match with `*` and `?`, iterative (linear backtracking).
+/// Glob match with `*` and `?` over characters.
 fn glob(pattern: &[char], text: &[char]) -> bool {
+    glob_generic(pattern, text, '*', Some('?'))
+}
+
+/// Glob match, iterative (linear backtracking): `any` matches any run,
+/// `one` (if given) any single item.
+fn glob_generic<T: PartialEq + Copy>(pattern: &[T], text: &[T], any: T, one: Option<T>) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+        if p < pattern.len()
+            && pattern[p] != any
+            && (Some(pattern[p]) == one || pattern[p] == text[t])
+        {
             p += 1;
             t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
+        } else if p < pattern.len() && pattern[p] == any {
             star = Some((p, t));
             p += 1;
         } else if let Some((sp, st)) = star {
@@ -252,26 +265,35 @@ fn glob(pattern: &[char], text: &[char]) -> bool {
             return false;
         }
     }
-    pattern[p..].iter().all(|c| *c == '*')
+    pattern[p..].iter().all(|c| *c == any)
 }
 
-/// True when some values of the unknown segments make the text equal to
-/// `name` (compared lower-case): the unknown parts act as `*`.
-pub fn matches_with_wildcards(segments: &[Segment], name: &str) -> bool {
-    let mut pattern = Vec::new();
-    for segment in segments {
-        match segment {
-            Segment::Literal(t) => {
-                // Literal `*`/`?` cannot occur in a stage name; map them to a
-                // character that never matches.
-                pattern.extend(t.to_lowercase().chars().map(|c| match c {
-                    '*' | '?' => '\u{0}',
-                    c => c,
-                }))
+/// A glob built from expanded text: the unknown parts act as `*`, so it
+/// matches the names some values of the variables would give (lower-case).
+/// Works on bytes: only whole runs are wildcards, so UTF-8 stays intact.
+pub struct Wildcard(Vec<u8>);
+
+impl Wildcard {
+    pub fn new(segments: &[Segment]) -> Wildcard {
+        let mut pattern = Vec::new();
+        for segment in segments {
+            match segment {
+                // A literal `*` cannot occur in a stage name; map it to a
+                // byte that never matches.
+                Segment::Literal(t) => {
+                    pattern.extend(
+                        t.to_lowercase()
+                            .bytes()
+                            .map(|b| if b == b'*' { 0 } else { b }),
+                    )
+                }
+                Segment::Unknown(_) => pattern.push(b'*'),
             }
-            Segment::Unknown(_) => pattern.push('*'),
         }
+        Wildcard(pattern)
     }
-    let text: Vec<char> = name.chars().collect();
-    glob(&pattern, &text)
+
+    pub fn matches(&self, name: &str) -> bool {
+        glob_generic(&self.0, name.as_bytes(), b'*', None)
+    }
 }

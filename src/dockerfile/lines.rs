@@ -2,30 +2,59 @@
 //! character, line continuations (with comments and blank lines inside them)
 //! and BuildKit heredoc bodies, which are skipped.
 
+use std::borrow::Cow;
+
 use super::Diagnostic;
 
-/// One instruction, its continuation lines joined.
+/// One instruction, its continuation lines joined (only for the
+/// instructions whose arguments matter; the others are skipped cheaply).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instruction {
-    /// Upper-cased: instructions are case-insensitive.
-    pub keyword: String,
-    pub args: String,
+pub struct Instruction<'a> {
+    /// Upper case; empty for an instruction Docker does not know.
+    pub keyword: &'static str,
+    /// The instruction word as written.
+    pub word: &'a str,
+    pub args: Cow<'a, str>,
     /// 1-based line where the instruction starts.
     pub line: usize,
 }
 
 #[derive(Debug, Default)]
-pub struct Parsed {
-    pub instructions: Vec<Instruction>,
+pub struct Parsed<'a> {
+    pub instructions: Vec<Instruction<'a>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
-pub fn logical_instructions(text: &str) -> Parsed {
+const KEYWORDS: &[&str] = &[
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// Instructions whose arguments decide base images or hide heredocs.
+fn needs_args(keyword: &str) -> bool {
+    matches!(keyword, "FROM" | "ARG" | "COPY" | "RUN" | "ADD")
+}
+
+pub fn logical_instructions(text: &str) -> Parsed<'_> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines: Vec<&str> = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .collect();
+    let mut lines: Vec<&str> = Vec::with_capacity(text.len() / 24 + 1);
+    lines.extend(text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)));
     let escape = escape_directive(&lines);
     let mut parsed = Parsed::default();
     let mut i = 0;
@@ -36,40 +65,78 @@ pub fn logical_instructions(text: &str) -> Parsed {
             continue;
         }
         let start = i + 1;
-        let mut joined = String::new();
+        let word_end = first.find(char::is_whitespace).unwrap_or(first.len());
+        let word = first[..word_end].trim_end_matches(escape);
+        let keyword = KEYWORDS
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(word))
+            .copied()
+            .unwrap_or("");
+        let keep = needs_args(keyword);
+        // The instruction text after the keyword, continuation lines joined.
+        let mut args: Cow<'_, str> = Cow::Borrowed("");
+        let mut first_line = true;
         while i < lines.len() {
-            let line = lines[i];
+            let line = if first_line {
+                &first[word.len()..]
+            } else {
+                lines[i]
+            };
             i += 1;
-            let trimmed = line.trim_start();
-            if !joined.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
-                continue;
+            if !first_line {
+                let trimmed = line.trim_start();
+                if trimmed.is_empty() || trimmed.starts_with('#') {
+                    continue;
+                }
             }
+            first_line = false;
             let body = line.trim_end_matches([' ', '\t']);
-            match body.strip_suffix(escape) {
-                Some(head) => {
-                    joined.push_str(head);
-                    joined.push(' ');
+            let (piece, more) = match body.strip_suffix(escape) {
+                Some(head) => (head, true),
+                None => (line, false),
+            };
+            if keep {
+                if args.is_empty() && !more {
+                    args = Cow::Borrowed(piece);
+                } else {
+                    if args.is_empty() {
+                        args = Cow::Owned(String::with_capacity(piece.len() * 8));
+                    }
+                    let owned = args.to_mut();
+                    owned.push_str(piece);
+                    owned.push(' ');
                 }
-                None => {
-                    joined.push_str(line);
-                    break;
-                }
+            }
+            if !more {
+                break;
             }
         }
-        let trimmed = joined.trim();
-        let (keyword, args) = match trimmed.find(char::is_whitespace) {
-            Some(at) => (&trimmed[..at], trimmed[at..].trim_start()),
-            None => (trimmed, ""),
+        let args = match args {
+            Cow::Borrowed(a) => Cow::Borrowed(a.trim()),
+            Cow::Owned(a) => Cow::Owned(a.trim().to_string()),
         };
-        let keyword = keyword.to_ascii_uppercase();
-        if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
-            for marker in heredoc_markers(args) {
-                i = skip_heredoc(&lines, i, &marker, start, &mut parsed.diagnostics);
+        if matches!(keyword, "RUN" | "COPY" | "ADD") && has_heredoc_operator(&args) {
+            for marker in heredoc_markers(&args) {
+                match skip_heredoc(&lines, i, &marker) {
+                    Some(next) => i = next,
+                    None => {
+                        parsed.diagnostics.push(Diagnostic {
+                            line: start,
+                            message: format!(
+                                "heredoc <<{} is never closed; the rest of the file is part of it",
+                                marker.delimiter
+                            ),
+                        });
+                        i = lines.len();
+                        break;
+                    }
+                }
             }
         }
         parsed.instructions.push(Instruction {
             keyword,
-            args: args.to_string(),
+            word,
+            args,
             line: start,
         });
     }
@@ -104,6 +171,12 @@ fn escape_directive(lines: &[&str]) -> char {
 struct HeredocMarker {
     delimiter: String,
     strip_tabs: bool,
+}
+
+/// A quick check before splitting words: is there a `<<` at all?
+fn has_heredoc_operator(args: &str) -> bool {
+    args.match_indices('<')
+        .any(|(i, _)| args.as_bytes().get(i + 1) == Some(&b'<'))
 }
 
 /// `<<EOF`, `<<-EOF`, `<<'EOF'`, `<<"EOF"`, possibly several on one line,
@@ -146,14 +219,8 @@ fn heredoc_markers(args: &str) -> Vec<HeredocMarker> {
 }
 
 /// Skips a heredoc body starting at line index `i`; returns the index after
-/// its closing delimiter (or the end of the file, with a diagnostic).
-fn skip_heredoc(
-    lines: &[&str],
-    mut i: usize,
-    marker: &HeredocMarker,
-    instruction_line: usize,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> usize {
+/// its closing delimiter, or `None` when the file ends first.
+fn skip_heredoc(lines: &[&str], mut i: usize, marker: &HeredocMarker) -> Option<usize> {
     while i < lines.len() {
         let line = lines[i];
         i += 1;
@@ -163,15 +230,8 @@ fn skip_heredoc(
             line
         };
         if candidate == marker.delimiter {
-            return i;
+            return Some(i);
         }
     }
-    diagnostics.push(Diagnostic {
-        line: instruction_line,
-        message: format!(
-            "heredoc <<{} is never closed; the rest of the file is part of it",
-            marker.delimiter
-        ),
-    });
-    i
+    None
 }

@@ -9,7 +9,7 @@
 mod expand;
 mod lines;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use expand::{expand, Segment, Value};
 use lines::{logical_instructions, Instruction};
@@ -110,41 +110,36 @@ pub fn extract(text: &str, build_args: &BuildArgs) -> Extraction {
         .map(|name| (name.to_string(), Value::Unknown))
         .collect();
     // Stage aliases seen so far, lower-cased; `stage_count` numbers them.
-    let mut stages: Vec<String> = Vec::new();
+    let mut stages = Stages::default();
     let mut stage_count = 0usize;
 
     for instr in &parsed.instructions {
-        match instr.keyword.as_str() {
+        match instr.keyword {
             "ARG" if stage_count == 0 => declare_global_args(instr, &mut globals, build_args),
             "FROM" => {
                 from_instruction(instr, &globals, &mut stages, &mut out);
                 stage_count += 1;
             }
-            "COPY" => {
+            "COPY" | "RUN" => {
+                let (wanted, via) = if instr.keyword == "COPY" {
+                    ("from", Via::CopyFrom)
+                } else {
+                    ("mount", Via::RunMount)
+                };
                 for (flag, value) in leading_flags(&instr.args) {
-                    if flag == "from" {
-                        stage_or_image(
-                            &value,
-                            instr.line,
-                            Via::CopyFrom,
-                            &globals,
-                            &stages,
-                            stage_count,
-                            &mut out,
-                        );
-                    }
-                }
-            }
-            "RUN" => {
-                for (flag, value) in leading_flags(&instr.args) {
-                    if flag != "mount" {
+                    if flag != wanted {
                         continue;
                     }
-                    if let Some(from) = mount_from(&value) {
+                    let source = if via == Via::RunMount {
+                        mount_from(&value)
+                    } else {
+                        Some(value)
+                    };
+                    if let Some(source) = source {
                         stage_or_image(
-                            &from,
+                            &source,
                             instr.line,
-                            Via::RunMount,
+                            via,
                             &globals,
                             &stages,
                             stage_count,
@@ -153,13 +148,11 @@ pub fn extract(text: &str, build_args: &BuildArgs) -> Extraction {
                     }
                 }
             }
-            "ARG" | "ADD" | "CMD" | "ENTRYPOINT" | "ENV" | "EXPOSE" | "HEALTHCHECK" | "LABEL"
-            | "MAINTAINER" | "ONBUILD" | "SHELL" | "STOPSIGNAL" | "USER" | "VOLUME" | "WORKDIR" => {
-            }
-            other => out.diagnostics.push(Diagnostic {
+            "" => out.diagnostics.push(Diagnostic {
                 line: instr.line,
-                message: format!("unknown instruction {other:?} skipped"),
+                message: format!("unknown instruction {:?} skipped", instr.word),
             }),
+            _ => {}
         }
     }
     out
@@ -171,7 +164,7 @@ fn declare_global_args(
     globals: &mut HashMap<String, Value>,
     build_args: &BuildArgs,
 ) {
-    for word in shell_words(&instr.args) {
+    for word in ShellWords::new(&instr.args) {
         let (name, default) = match word.split_once('=') {
             Some((name, value)) => (name.to_string(), Some(value.to_string())),
             None => (word.clone(), None),
@@ -200,10 +193,10 @@ fn declare_global_args(
 fn from_instruction(
     instr: &Instruction,
     globals: &HashMap<String, Value>,
-    stages: &mut Vec<String>,
+    stages: &mut Stages,
     out: &mut Extraction,
 ) {
-    let words = shell_words(&instr.args);
+    let words: Vec<String> = ShellWords::new(&instr.args).take(8).collect();
     let mut rest = words.iter().skip_while(|w| w.starts_with("--"));
     let Some(image) = rest.next() else {
         out.diagnostics.push(Diagnostic {
@@ -232,7 +225,23 @@ fn from_instruction(
         }
     }
     if let Some(alias) = alias {
-        stages.push(alias);
+        stages.add(alias);
+    }
+}
+
+/// Stage aliases defined so far, lower-cased: in order (for wildcard
+/// matching) and as a set (for exact lookups, which are most of them).
+#[derive(Default)]
+struct Stages {
+    names: Vec<String>,
+    set: HashSet<String>,
+}
+
+impl Stages {
+    fn add(&mut self, alias: String) {
+        if self.set.insert(alias.clone()) {
+            self.names.push(alias);
+        }
     }
 }
 
@@ -242,7 +251,7 @@ fn stage_or_image(
     line: usize,
     via: Via,
     globals: &HashMap<String, Value>,
-    stages: &[String],
+    stages: &Stages,
     stage_count: usize,
     out: &mut Extraction,
 ) {
@@ -280,7 +289,7 @@ fn push_image(out: &mut Extraction, segments: &[Segment], via: Via, line: usize)
 /// True when the expanded value names an earlier stage: by alias
 /// (case-insensitive), by index (for `--from`), or — when variables remain —
 /// when some value of those variables would give an earlier stage's alias.
-fn refers_to_stage(segments: &[Segment], stages: &[String], stage_count: Option<usize>) -> bool {
+fn refers_to_stage(segments: &[Segment], stages: &Stages, stage_count: Option<usize>) -> bool {
     let text = expand::render(segments).to_lowercase();
     if let Some(count) = stage_count {
         if let Ok(index) = text.parse::<usize>() {
@@ -288,23 +297,26 @@ fn refers_to_stage(segments: &[Segment], stages: &[String], stage_count: Option<
         }
     }
     if segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
-        return stages.contains(&text);
+        return stages.set.contains(&text);
     }
     // A value that is nothing but variables says nothing about which stage
     // it could be: it is an unresolved image, not a stage reference.
     let has_literal = segments
         .iter()
         .any(|s| matches!(s, Segment::Literal(t) if !t.is_empty()));
-    has_literal
-        && stages
-            .iter()
-            .any(|stage| expand::matches_with_wildcards(segments, stage))
+    if !has_literal {
+        return false;
+    }
+    let pattern = expand::Wildcard::new(segments);
+    stages.names.iter().any(|stage| pattern.matches(stage))
 }
 
 /// Leading `--name=value` flags of an instruction, up to the first other word.
 fn leading_flags(args: &str) -> Vec<(String, String)> {
-    shell_words(args)
-        .into_iter()
+    if !args.starts_with("--") {
+        return Vec::new();
+    }
+    ShellWords::new(args)
         .take_while(|w| w.starts_with("--"))
         .map(|w| match w[2..].split_once('=') {
             Some((name, value)) => (name.to_ascii_lowercase(), value.to_string()),
@@ -323,43 +335,65 @@ fn mount_from(value: &str) -> Option<String> {
     })
 }
 
-/// Splits on unquoted whitespace and removes quotes, keeping `$` expressions
-/// intact for later expansion. Unbalanced quotes run to the end of the text.
-fn shell_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    let mut braces = 0usize;
-    for c in text.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => current.push(c),
-            None if (c == '"' || c == '\'') && braces == 0 => {
-                quote = Some(c);
-                in_word = true;
-            }
-            None if c.is_whitespace() && braces == 0 => {
-                if in_word {
-                    words.push(std::mem::take(&mut current));
-                    in_word = false;
+/// Words of an instruction, split on unquoted whitespace with quotes
+/// removed, keeping `${…}` expressions whole for later expansion. Lazy, so
+/// reading the leading flags of a long `RUN` does not split its script.
+/// Unbalanced quotes run to the end of the text.
+struct ShellWords<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> ShellWords<'a> {
+    fn new(text: &'a str) -> Self {
+        ShellWords { text, pos: 0 }
+    }
+}
+
+impl Iterator for ShellWords<'_> {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let rest = &self.text[self.pos..];
+        let skipped = rest.len() - rest.trim_start().len();
+        self.pos += skipped;
+        let rest = &self.text[self.pos..];
+        if rest.is_empty() {
+            return None;
+        }
+        // Fast path: a plain word, no quotes and no `${…}`, is a slice.
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..end];
+        if !word.contains(['"', '\'', '{']) {
+            self.pos += end;
+            return Some(word.to_string());
+        }
+        let mut current = String::new();
+        let mut quote: Option<char> = None;
+        let mut braces = 0usize;
+        let mut used = rest.len();
+        for (i, c) in rest.char_indices() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => current.push(c),
+                None if (c == '"' || c == '\'') && braces == 0 => quote = Some(c),
+                None if c.is_whitespace() && braces == 0 => {
+                    used = i;
+                    break;
                 }
-            }
-            None => {
-                if c == '{' && current.ends_with('$') {
-                    braces += 1;
-                } else if c == '}' && braces > 0 {
-                    braces -= 1;
+                None => {
+                    if c == '{' && current.ends_with('$') {
+                        braces += 1;
+                    } else if c == '}' && braces > 0 {
+                        braces -= 1;
+                    }
+                    current.push(c);
                 }
-                current.push(c);
-                in_word = true;
             }
         }
+        self.pos += used;
+        Some(current)
     }
-    if in_word {
-        words.push(current);
-    }
-    words
 }
 
 #[cfg(test)]

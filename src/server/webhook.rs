@@ -40,7 +40,12 @@ pub fn classify(
     event_uuid: Option<&str>,
     body: &Value,
 ) -> Result<Decision, String> {
-    let Some(kind) = body.get("object_kind").and_then(Value::as_str) else {
+    // System hooks name push events in `event_name` only.
+    let Some(kind) = body
+        .get("object_kind")
+        .or_else(|| body.get("event_name"))
+        .and_then(Value::as_str)
+    else {
         return Ok(Decision::Ignore(
             "no object_kind: not an event we use".into(),
         ));
