@@ -34,6 +34,9 @@ struct Args {
     /// Secret sent as X-Gitlab-Token with every hook.
     #[arg(long)]
     webhook_token: Option<String>,
+    /// Added to every API request (milliseconds), like a GitLab far away.
+    #[arg(long)]
+    latency_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -73,6 +76,12 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.webhook(url, args.webhook_token.as_deref());
     }
     let sim = builder.start().await?;
+    if let Some(ms) = args.latency_ms {
+        sim.set_faults(gitlab_sim::Faults {
+            latency_ms: Some((ms, ms)),
+            rules: Vec::new(),
+        });
+    }
     println!("{}", sim.url());
     eprintln!(
         "gitlab-sim: serving on {} (registry {}); tokens: {}",
