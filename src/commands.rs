@@ -175,17 +175,20 @@ pub async fn scan_and_build(s: &Settings, quiet: bool) -> anyhow::Result<(Scan, 
     Ok((scan, graph))
 }
 
-fn report_incomplete(scan: &Scan) {
+/// Lists the projects that could not be read; the exit status that says so.
+fn report_incomplete(scan: &Scan) -> u8 {
     let failures: Vec<_> = scan.failures().collect();
-    if !failures.is_empty() {
-        eprintln!(
-            "warning: {} project(s) could not be read; their dependents may be missing:",
-            failures.len()
-        );
-        for (path, error) in failures {
-            eprintln!("  {path}: {error}");
-        }
+    if failures.is_empty() {
+        return EXIT_OK;
     }
+    eprintln!(
+        "warning: {} project(s) could not be read; their dependents may be missing:",
+        failures.len()
+    );
+    for (path, error) in failures {
+        eprintln!("  {path}: {error}");
+    }
+    EXIT_INCOMPLETE
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -209,12 +212,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 plan.render_tree()
             };
             print(&out)?;
-            report_incomplete(&scan);
-            Ok(if scan.is_incomplete() {
-                EXIT_INCOMPLETE
-            } else {
-                EXIT_OK
-            })
+            Ok(report_incomplete(&scan))
         }
         Command::Graph { format } => {
             let s = settings(&cli.global)?;
@@ -225,12 +223,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 GraphFormat::Dot => graph.to_dot(),
             };
             print(&out)?;
-            report_incomplete(&scan);
-            Ok(if scan.is_incomplete() {
-                EXIT_INCOMPLETE
-            } else {
-                EXIT_OK
-            })
+            Ok(report_incomplete(&scan))
         }
         Command::Server(args) => {
             let s = settings(&cli.global)?;
@@ -304,13 +297,11 @@ async fn rebuild_command(global: &GlobalOptions, args: RebuildArgs) -> anyhow::R
             if why.is_empty() { "" } else { ": " }
         );
     }
-    report_incomplete(&scan);
+    let scan_status = report_incomplete(&scan);
     Ok(if !report.all_ok() && !report.dry_run {
         EXIT_PIPELINE_FAILED
-    } else if scan.is_incomplete() {
-        EXIT_INCOMPLETE
     } else {
-        EXIT_OK
+        scan_status
     })
 }
 

@@ -149,26 +149,38 @@ pub fn graph_svg(g: &DependencyGraph, limit: usize) -> String {
     svg
 }
 
-/// The same facts as the page, for scripts and tests.
-pub async fn json(State(app): State<Arc<AppState>>) -> Response {
+type Snapshot = (
+    Vec<crate::store::StoredEvent>,
+    Vec<crate::store::StoredTrigger>,
+    (u64, u64),
+);
+
+/// Recent events and triggers and the queue depth, read off the runtime.
+async fn snapshot(app: &Arc<AppState>, recent: usize) -> Result<Snapshot, Response> {
     let store = app.store.clone();
     let data = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::store::StoreError>((
-            store.recent_events(100)?,
-            store.recent_triggers(100)?,
+            store.recent_events(recent)?,
+            store.recent_triggers(recent)?,
             store.queue_depth()?,
         ))
     })
     .await;
-    let (events, triggers, (pending, queued)) = match data {
-        Ok(Ok(d)) => d,
-        _ => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot read the state store\n",
-            )
-                .into_response()
-        }
+    match data {
+        Ok(Ok(d)) => Ok(d),
+        _ => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the state store\n",
+        )
+            .into_response()),
+    }
+}
+
+/// The same facts as the page, for scripts and tests.
+pub async fn json(State(app): State<Arc<AppState>>) -> Response {
+    let (events, triggers, (pending, queued)) = match snapshot(&app, 100).await {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     let view = app.graph();
     axum::Json(serde_json::json!({
@@ -184,24 +196,9 @@ pub async fn json(State(app): State<Arc<AppState>>) -> Response {
 
 pub async fn page(State(app): State<Arc<AppState>>) -> Response {
     let view = app.graph();
-    let store = app.store.clone();
-    let data = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((
-            store.recent_events(30)?,
-            store.recent_triggers(30)?,
-            store.queue_depth()?,
-        ))
-    })
-    .await;
-    let (events, triggers, (pending, queued)) = match data {
-        Ok(Ok(d)) => d,
-        _ => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot read the state store\n",
-            )
-                .into_response()
-        }
+    let (events, triggers, (pending, queued)) = match snapshot(&app, 30).await {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     let mut html = String::from("<!doctype html><meta charset=utf-8><title>gitlab-docker-autodep</title>\
         <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}\
