@@ -402,6 +402,24 @@ impl Store {
         Ok(())
     }
 
+    /// How long ago the stored scan was saved, if one was.
+    pub fn scan_age(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        let saved: Option<String> = self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = 'scanned_at'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(saved
+            .and_then(|t| {
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|at| {
+                let age = time::OffsetDateTime::now_utc() - at;
+                std::time::Duration::from_secs_f64(age.as_seconds_f64().max(0.0))
+            }))
+    }
+
     /// The stored scan, or `None` when no scan was ever saved.
     pub fn load_projects(&self) -> Result<Option<Vec<ScannedProject>>, StoreError> {
         let conn = self.lock();

@@ -481,10 +481,15 @@ async fn graph_is_served_from_the_store_at_restart() {
             for_ms: None,
         }],
     });
+    sim.clear_requests();
     let server = Server::start(&sim, state.path(), &["--max-retries", "0"]).await;
     let s = server.status().await;
     assert_eq!(s["projects"], 2);
     assert_eq!(s["dependencies"], 1);
+    assert!(
+        !sim.requests().iter().any(|r| r.endpoint == "projects"),
+        "a stored scan younger than --refresh-interval is not redone at start"
+    );
     sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
     sim.set_pipeline_behaviour(
         "g/base",

@@ -267,6 +267,20 @@ pub async fn start(
 }
 
 async fn refresh_loop(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
+    // A stored scan younger than the interval is served until it is due:
+    // restarting the server does not cost GitLab a full rescan.
+    let store = app.store.clone();
+    let age = tokio::task::spawn_blocking(move || store.scan_age())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    if let Some(age) = age.filter(|a| app.is_ready() && *a < app.config.refresh_interval) {
+        tokio::select! {
+            _ = tokio::time::sleep(app.config.refresh_interval - age) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
     loop {
         if let Err(e) = app.refresh().await {
             tracing::error!("{e:#}");
