@@ -413,11 +413,18 @@ impl GitLab {
     }
 
     /// Every project the token can see (`search` narrows it like GitLab's
-    /// project search). Pages are fetched in parallel when GitLab reports
-    /// the total; past offset pagination's limits, keyset pagination.
-    pub async fn list_projects(&self, search: Option<&str>) -> Result<Vec<Project>, GitLabError> {
+    /// project search), sent page by page to `pages` as pages arrive, so
+    /// callers can start on the first page while later ones load. Pages are
+    /// fetched in parallel when GitLab reports the total; past offset
+    /// pagination's limits, keyset pagination. A project created while
+    /// paging may arrive twice: callers de-duplicate by id.
+    pub async fn list_projects_paged(
+        &self,
+        search: Option<&str>,
+        pages: tokio::sync::mpsc::UnboundedSender<Vec<Project>>,
+    ) -> Result<(), GitLabError> {
         const PER_PAGE: usize = 100;
-        let mut query: Vec<(&str, String)> = vec![
+        let mut query: Vec<(&'static str, String)> = vec![
             ("order_by", "id".into()),
             ("sort", "asc".into()),
             ("per_page", PER_PAGE.to_string()),
@@ -425,32 +432,22 @@ impl GitLab {
         if let Some(s) = search {
             query.push(("search", s.to_string()));
         }
-        let (headers, mut projects): (_, Vec<Project>) = self.get_json("/projects", &query).await?;
-        let total_pages = headers
-            .get("x-total-pages")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let has_next = headers
-            .get("x-next-page")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| !v.is_empty());
+        let (headers, first): (_, Vec<Project>) = self.get_json("/projects", &query).await?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let total_pages = header("x-total-pages").and_then(|v| v.parse::<usize>().ok());
+        let has_next = header("x-next-page").is_some_and(|v| !v.is_empty());
+        let mut last = first.iter().map(|p| p.id).max().unwrap_or(0);
+        let _ = pages.send(first);
         if !has_next {
-            return Ok(projects);
+            return Ok(());
         }
         match total_pages {
-            Some(pages) if pages * PER_PAGE <= 50_000 => {
+            Some(total) if total * PER_PAGE <= 50_000 => {
                 let mut tasks = tokio::task::JoinSet::new();
-                for page in 2..=pages {
+                for page in 2..=total {
                     let client = self.clone();
-                    let mut q: Vec<(&'static str, String)> = vec![
-                        ("order_by", "id".into()),
-                        ("sort", "asc".into()),
-                        ("per_page", PER_PAGE.to_string()),
-                        ("page", page.to_string()),
-                    ];
-                    if let Some(s) = search {
-                        q.push(("search", s.to_string()));
-                    }
+                    let mut q = query.clone();
+                    q.push(("page", page.to_string()));
                     tasks.spawn(async move {
                         client
                             .get_json::<Vec<Project>>("/projects", &q)
@@ -459,12 +456,11 @@ impl GitLab {
                     });
                 }
                 while let Some(result) = tasks.join_next().await {
-                    projects.extend(result.expect("page task does not panic")?);
+                    let _ = pages.send(result.expect("page task does not panic")?);
                 }
             }
             _ => {
                 // Keyset from the last id seen: no offset ceiling, no count.
-                let mut last = projects.iter().map(|p| p.id).max().unwrap_or(0);
                 loop {
                     let mut q = query.clone();
                     q.push(("pagination", "keyset".into()));
@@ -474,7 +470,7 @@ impl GitLab {
                         break;
                     };
                     let full = page.len() >= PER_PAGE;
-                    projects.extend(page);
+                    let _ = pages.send(page);
                     last = max;
                     if !full {
                         break;
@@ -482,7 +478,17 @@ impl GitLab {
                 }
             }
         }
-        // A project created while we paged can shift offsets: de-duplicate.
+        Ok(())
+    }
+
+    /// Every project the token can see, sorted by id, without duplicates.
+    pub async fn list_projects(&self, search: Option<&str>) -> Result<Vec<Project>, GitLabError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        self.list_projects_paged(search, tx).await?;
+        let mut projects = Vec::new();
+        while let Ok(page) = rx.try_recv() {
+            projects.extend(page);
+        }
         projects.sort_by_key(|p| p.id);
         projects.dedup_by_key(|p| p.id);
         Ok(projects)

@@ -155,18 +155,35 @@ pub async fn scan(
         .stats()
         .requests
         .load(std::sync::atomic::Ordering::Relaxed);
-    let projects = gitlab.list_projects(search).await?;
-    progress.listed(projects.len());
-    let mut tasks = tokio::task::JoinSet::new();
-    for project in projects {
+    // Read Dockerfiles while later project pages are still loading.
+    let (pages_tx, mut pages) = tokio::sync::mpsc::unbounded_channel();
+    let lister = {
         let gitlab = gitlab.clone();
-        let registry = registry_host.to_string();
-        let progress = progress.clone();
-        tasks.spawn(async move {
-            let result = scan_project(&gitlab, project, &registry).await;
-            progress.fetched();
-            result
-        });
+        let search = search.map(str::to_string);
+        tokio::spawn(async move {
+            gitlab
+                .list_projects_paged(search.as_deref(), pages_tx)
+                .await
+        })
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(page) = pages.recv().await {
+        for project in page.into_iter().filter(|p| seen.insert(p.id)) {
+            let gitlab = gitlab.clone();
+            let registry = registry_host.to_string();
+            let progress = progress.clone();
+            tasks.spawn(async move {
+                let result = scan_project(&gitlab, project, &registry).await;
+                progress.fetched();
+                result
+            });
+        }
+        progress.listed(seen.len());
+    }
+    if let Err(e) = lister.await.expect("listing task does not panic") {
+        tasks.abort_all();
+        return Err(e);
     }
     let mut scanned = Vec::new();
     while let Some(result) = tasks.join_next().await {

@@ -149,7 +149,7 @@ async fn list_projects(
         projects.reverse();
     }
     let url = format!("{base}/api/v4/projects");
-    let render = |p: &&Project| {
+    let render = |p: &Project| {
         if simple {
             entities::project_simple(p, &base)
         } else {
@@ -172,6 +172,9 @@ async fn list_projects(
             Some((paging::MAX_OFFSET, "Project")),
         )?
     };
+    // Render outside the lock: other requests need not wait for JSON.
+    let page: Vec<Project> = page.into_iter().cloned().collect();
+    drop(world);
     let body: Vec<Value> = page.iter().map(render).collect();
     Ok((headers, Json(body)).into_response())
 }
