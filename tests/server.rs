@@ -21,16 +21,7 @@ struct Server {
 
 impl Server {
     async fn start(sim: &Simulator, state: &Path, extra: &[&str]) -> Server {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gitlab-docker-autodep"));
-        for var in [
-            "GITLAB_URL",
-            "GITLAB_TOKEN",
-            "CI_SERVER_URL",
-            "CI_JOB_TOKEN",
-            "AUTODEP_WEBHOOK_TOKEN",
-        ] {
-            cmd.env_remove(var);
-        }
+        let mut cmd = binary();
         cmd.env("GITLAB_URL", sim.url())
             .env("GITLAB_TOKEN", TOKEN)
             .args([

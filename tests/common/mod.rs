@@ -43,7 +43,9 @@ pub async fn autodep(sim: &Simulator, args: &[&str]) -> Output {
     .await
 }
 
-pub async fn autodep_env(env: &[(&str, &str)], args: &[&str]) -> Output {
+/// The binary, with none of the variables it reads inherited from the
+/// environment the tests run in (CI sets some of them).
+pub fn binary() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gitlab-docker-autodep"));
     for var in [
         "GITLAB_URL",
@@ -55,6 +57,11 @@ pub async fn autodep_env(env: &[(&str, &str)], args: &[&str]) -> Output {
     ] {
         cmd.env_remove(var);
     }
+    cmd
+}
+
+pub async fn autodep_env(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = binary();
     cmd.envs(env.iter().copied()).args(args).kill_on_drop(true);
     tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
