@@ -89,6 +89,18 @@ fn visible<'w>(world: &'w World, id: &str, caller: Caller) -> Result<&'w Project
     }
 }
 
+/// Who calls, and the project of the route's `:id` as that caller sees it.
+fn caller_and_project<'w>(
+    world: &'w World,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    id: &str,
+    job_token_allowed: bool,
+) -> Result<(Caller, &'w Project), Response> {
+    let caller = identify(world, headers, query, job_token_allowed)?;
+    Ok((caller, visible(world, id, caller)?))
+}
+
 fn truthy(v: Option<&str>) -> Option<bool> {
     v.map(|v| matches!(v, "true" | "1" | "yes"))
 }
@@ -187,8 +199,7 @@ async fn get_project(
 ) -> ApiResult {
     let query = query_pairs(&raw);
     let world = shared.world.lock().expect("world lock");
-    let caller = identify(&world, &headers, &query, false)?;
-    let project = visible(&world, &id, caller)?;
+    let (caller, project) = caller_and_project(&world, &headers, &query, &id, false)?;
     let base = shared.base_url();
     let body = if caller.authenticated() {
         entities::project_full(project, &base, &shared.registry_host)
@@ -240,8 +251,7 @@ fn find_file(
     raw: bool,
 ) -> Result<(HeaderMap, Vec<u8>, Value), Response> {
     let world = shared.world.lock().expect("world lock");
-    let caller = identify(&world, headers, query, raw)?;
-    let project = visible(&world, id, caller)?;
+    let (_, project) = caller_and_project(&world, headers, query, id, raw)?;
     let reference = match param(query, "ref") {
         Some(r) if !r.is_empty() => r.to_string(),
         Some(_) => {
@@ -307,8 +317,7 @@ async fn get_tree(
 ) -> ApiResult {
     let query = query_pairs(&raw);
     let world = shared.world.lock().expect("world lock");
-    let caller = identify(&world, &headers, &query, false)?;
-    let project = visible(&world, &id, caller)?;
+    let (_, project) = caller_and_project(&world, &headers, &query, &id, false)?;
     let reference = param(&query, "ref")
         .unwrap_or(&project.default_branch)
         .to_string();
@@ -582,8 +591,7 @@ async fn get_pipeline(
 ) -> ApiResult {
     let query = query_pairs(&raw);
     let world = shared.world.lock().expect("world lock");
-    let caller = identify(&world, &headers, &query, true)?;
-    let project = visible(&world, &id, caller)?;
+    let (_, project) = caller_and_project(&world, &headers, &query, &id, true)?;
     let found = pipeline
         .parse::<u64>()
         .ok()
@@ -603,8 +611,7 @@ async fn list_pipelines(
 ) -> ApiResult {
     let query = query_pairs(&raw);
     let world = shared.world.lock().expect("world lock");
-    let caller = identify(&world, &headers, &query, true)?;
-    let project = visible(&world, &id, caller)?;
+    let (_, project) = caller_and_project(&world, &headers, &query, &id, true)?;
     let base = shared.base_url();
     let mut items: Vec<Value> = world
         .pipelines
@@ -632,8 +639,7 @@ async fn cancel_pipeline(
     let query = query_pairs(&raw);
     let pid = {
         let world = shared.world.lock().expect("world lock");
-        let caller = identify(&world, &headers, &query, false)?;
-        let project = visible(&world, &id, caller)?;
+        let (caller, project) = caller_and_project(&world, &headers, &query, &id, false)?;
         require_write(caller)?;
         match pipeline
             .parse::<u64>()
@@ -661,8 +667,7 @@ async fn list_registry(
 ) -> ApiResult {
     let query = query_pairs(&raw);
     let world = shared.world.lock().expect("world lock");
-    let caller = identify(&world, &headers, &query, true)?;
-    let project = visible(&world, &id, caller)?;
+    let (_, project) = caller_and_project(&world, &headers, &query, &id, true)?;
     let items: Vec<Value> = project
         .images
         .iter()
