@@ -83,13 +83,15 @@ impl RebuildReport {
     }
 }
 
-/// The variables a triggered pipeline carries, so its CI can tell why.
-pub fn trigger_variables(plan: &TriggerPlan, t: &PlannedTrigger) -> Vec<(String, String)> {
+/// The variables a triggered pipeline carries, so its CI can tell why:
+/// what was rebuilt, the upstream that made this project stale, and the
+/// reference in its Dockerfile.
+pub fn autodep_variables(target: &str, upstream: &str, image: &str) -> Vec<(String, String)> {
     vec![
         ("AUTODEP_TRIGGERED".into(), "true".into()),
-        ("AUTODEP_TARGET".into(), plan.target.clone()),
-        ("AUTODEP_UPSTREAM".into(), t.upstream.clone()),
-        ("AUTODEP_UPSTREAM_IMAGE".into(), t.image.clone()),
+        ("AUTODEP_TARGET".into(), target.into()),
+        ("AUTODEP_UPSTREAM".into(), upstream.into()),
+        ("AUTODEP_UPSTREAM_IMAGE".into(), image.into()),
     ]
 }
 
@@ -248,7 +250,7 @@ pub async fn execute(gitlab: &GitLab, plan: &TriggerPlan, opts: &RebuildOptions)
             if ready && running.len() < limit {
                 started.insert(t.node);
                 let (gitlab, t2, o) = (gitlab.clone(), t.clone(), opts.clone());
-                let vars = trigger_variables(plan, t);
+                let vars = autodep_variables(&plan.target, &t.upstream, &t.image);
                 running.spawn(async move { (t2.node, run_one(gitlab, t2, o, wait, vars).await) });
             }
         }

@@ -436,32 +436,18 @@ async fn storms_of_429_and_5xx_still_give_the_right_answer() {
     sim.set_faults(Faults {
         latency_ms: None,
         rules: vec![
-            FaultRule {
-                path_contains: None,
-                endpoint: "*".into(),
-                kind: FaultKind::RateLimit {
+            FaultRule::new(
+                "*",
+                FaultKind::RateLimit {
                     retry_after_secs: 1,
                 },
-                fraction: 0.2,
-                count: Some(5),
-                for_ms: None,
-            },
-            FaultRule {
-                path_contains: None,
-                endpoint: "*".into(),
-                kind: FaultKind::Error { status: 503 },
-                fraction: 0.3,
-                count: Some(15),
-                for_ms: None,
-            },
-            FaultRule {
-                path_contains: None,
-                endpoint: "*".into(),
-                kind: FaultKind::Drop,
-                fraction: 0.1,
-                count: Some(5),
-                for_ms: None,
-            },
+            )
+            .fraction(0.2)
+            .count(5),
+            FaultRule::new("*", FaultKind::Error { status: 503 })
+                .fraction(0.3)
+                .count(15),
+            FaultRule::new("*", FaultKind::Drop).fraction(0.1).count(5),
         ],
     });
     let out = autodep(&sim, &["--max-retries", "12", "rebuild", "g/base"]).await;
@@ -494,14 +480,8 @@ async fn a_project_that_cannot_be_read_is_reported_and_the_rest_goes_on() {
     .await;
     sim.set_faults(Faults {
         latency_ms: None,
-        rules: vec![FaultRule {
-            path_contains: Some("/projects/3/".into()),
-            endpoint: "file_raw".into(),
-            kind: FaultKind::Error { status: 500 },
-            fraction: 1.0,
-            count: None,
-            for_ms: None,
-        }],
+        rules: vec![FaultRule::new("file_raw", FaultKind::Error { status: 500 })
+            .path_contains("/projects/3/")],
     });
     let out = autodep(&sim, &["--max-retries", "2", "rebuild", "g/base"]).await;
     assert_eq!(code(&out), 4, "{}", stderr(&out));

@@ -378,14 +378,10 @@ async fn sigkill_during_a_5xx_storm_then_restart_loses_nothing() {
     sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
     sim.set_faults(Faults {
         latency_ms: None,
-        rules: vec![FaultRule {
-            path_contains: None,
-            endpoint: "pipeline_create".into(),
-            kind: FaultKind::Error { status: 503 },
-            fraction: 1.0,
-            count: None,
-            for_ms: None,
-        }],
+        rules: vec![FaultRule::new(
+            "pipeline_create",
+            FaultKind::Error { status: 503 },
+        )],
     });
     sim.run_pipeline("g/base").unwrap();
     // The event is accepted and its triggers are failing against the storm.
@@ -463,14 +459,7 @@ async fn graph_is_served_from_the_store_at_restart() {
     // GitLab's project list now fails; the stored graph still serves.
     sim.set_faults(Faults {
         latency_ms: None,
-        rules: vec![FaultRule {
-            path_contains: None,
-            endpoint: "projects".into(),
-            kind: FaultKind::Error { status: 502 },
-            fraction: 1.0,
-            count: None,
-            for_ms: None,
-        }],
+        rules: vec![FaultRule::new("projects", FaultKind::Error { status: 502 })],
     });
     sim.clear_requests();
     let server = Server::start(&sim, state.path(), &["--max-retries", "0"]).await;

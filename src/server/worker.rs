@@ -200,12 +200,8 @@ async fn fire_triggers(app: &Arc<AppState>) -> bool {
 
 async fn fire(app: &Arc<AppState>, t: StoredTrigger) {
     let gitlab = app.gitlab.with_event_uuid(t.event_uuid.clone());
-    let variables = vec![
-        ("AUTODEP_TRIGGERED".to_string(), "true".to_string()),
-        ("AUTODEP_TARGET".to_string(), t.upstream.clone()),
-        ("AUTODEP_UPSTREAM".to_string(), t.upstream.clone()),
-        ("AUTODEP_UPSTREAM_IMAGE".to_string(), t.image.clone()),
-    ];
+    // In the server every trigger is first-level: the target is the upstream.
+    let variables = rebuild::autodep_variables(&t.upstream, &t.upstream, &t.image);
     let result = rebuild::create_pipeline(&gitlab, t.project_id, &t.git_ref, &variables).await;
     let store = app.store.clone();
     let outcome = match result {

@@ -70,6 +70,38 @@ pub struct FaultRule {
     pub for_ms: Option<u64>,
 }
 
+impl FaultRule {
+    /// A rule that always fires on `endpoint` (`*` = all), without limit.
+    pub fn new(endpoint: &str, kind: FaultKind) -> FaultRule {
+        FaultRule {
+            endpoint: endpoint.to_string(),
+            path_contains: None,
+            kind,
+            fraction: 1.0,
+            count: None,
+            for_ms: None,
+        }
+    }
+
+    /// Fires on this share of matching requests only.
+    pub fn fraction(mut self, fraction: f64) -> Self {
+        self.fraction = fraction;
+        self
+    }
+
+    /// Fires at most `count` times.
+    pub fn count(mut self, count: u64) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    /// Only on requests whose path contains `part`.
+    pub fn path_contains(mut self, part: &str) -> Self {
+        self.path_contains = Some(part.to_string());
+        self
+    }
+}
+
 fn any_endpoint() -> String {
     "*".into()
 }

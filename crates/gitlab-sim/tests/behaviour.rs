@@ -419,32 +419,15 @@ async fn faults_are_injected_and_logged() {
     sim.set_faults(Faults {
         latency_ms: None,
         rules: vec![
-            FaultRule {
-                path_contains: None,
-                endpoint: "project".into(),
-                kind: FaultKind::RateLimit {
+            FaultRule::new(
+                "project",
+                FaultKind::RateLimit {
                     retry_after_secs: 7,
                 },
-                fraction: 1.0,
-                count: Some(1),
-                for_ms: None,
-            },
-            FaultRule {
-                path_contains: None,
-                endpoint: "project".into(),
-                kind: FaultKind::Error { status: 502 },
-                fraction: 1.0,
-                count: Some(1),
-                for_ms: None,
-            },
-            FaultRule {
-                path_contains: None,
-                endpoint: "project".into(),
-                kind: FaultKind::Drop,
-                fraction: 1.0,
-                count: Some(1),
-                for_ms: None,
-            },
+            )
+            .count(1),
+            FaultRule::new("project", FaultKind::Error { status: 502 }).count(1),
+            FaultRule::new("project", FaultKind::Drop).count(1),
         ],
     });
     let r = client()
