@@ -1,12 +1,17 @@
 //! Extraction cost: a 1 MiB Dockerfile built from the real-world corpus
-//! (repeated, with the stages renamed so aliases keep growing) and a 1 MiB
-//! file of one pathological shape. Run: `cargo bench --bench dockerfile`.
+//! (repeated), 1 MiB files of typical shapes, and every hostile shape of
+//! `tests/common/hostile.rs` at 1 MiB, with the worst case last.
+//! Run: `cargo bench --bench dockerfile`.
+
+#[path = "../tests/common/hostile.rs"]
+mod hostile;
 
 use std::time::{Duration, Instant};
 
 use gitlab_docker_autodep::dockerfile::{extract, BuildArgs};
 
-fn time(name: &str, text: &str) {
+/// Prints the figures and returns the best time.
+fn time(name: &str, text: &str) -> Duration {
     let args = BuildArgs::new().with("CI_REGISTRY", "registry.example.com");
     // Warm up, then take the best of several runs (least disturbed by noise).
     let images = extract(text, &args).images.len();
@@ -26,12 +31,13 @@ fn time(name: &str, text: &str) {
         best.as_secs_f64() * 1e3,
         total.as_secs_f64() * 1e3 / runs as f64
     );
+    best
 }
 
 fn main() {
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/dockerfiles/real"
+        "/tests/fixtures/dockerfiles/real"
     );
     let mut corpus = String::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -53,7 +59,16 @@ fn main() {
     while real.len() < 1 << 20 {
         real.push_str(&corpus);
     }
-    time("real-world corpus repeated", &real);
+    let mut worst = (Duration::ZERO, String::new());
+    let mut note = |name: &str, best: Duration| {
+        if best > worst.0 {
+            worst = (best, name.to_string());
+        }
+    };
+    note(
+        "real-world corpus repeated",
+        time("real-world corpus repeated", &real),
+    );
 
     let mut many_stages = String::new();
     let mut i = 0;
@@ -61,12 +76,25 @@ fn main() {
         many_stages.push_str(&format!("FROM registry.example.com/group/base-{i}:1 AS stage-{i}\nCOPY --from=stage-{} / /\nRUN make\n", i / 2));
         i += 1;
     }
-    time("1 MiB of FROM … AS stage-N", &many_stages);
+    note(
+        "FROM … AS stage-N",
+        time("1 MiB of FROM … AS stage-N", &many_stages),
+    );
 
     let mut continued = String::from("FROM alpine\nRUN true");
     while continued.len() < 1 << 20 {
         continued.push_str(" \\\n  && echo ${V:-x} $HOME <<notheredoc");
     }
     continued.push('\n');
-    time("one 1 MiB continued RUN", &continued);
+    note("continued RUN", time("one 1 MiB continued RUN", &continued));
+
+    for shape in hostile::shapes(1 << 20) {
+        let best = time(&format!("hostile: {}", shape.name), &shape.text);
+        note(shape.name, best);
+    }
+    println!(
+        "worst case: {} in {:.2} ms (limit 50 ms)",
+        worst.1,
+        worst.0.as_secs_f64() * 1e3
+    );
 }

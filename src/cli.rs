@@ -75,6 +75,12 @@ pub struct GlobalOptions {
     #[arg(long, global = true, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub max_retries: u32,
 
+    /// Largest Dockerfile read (bytes, or with KiB/MiB). A larger one is not
+    /// downloaded past the limit; its project is reported and skipped, and the
+    /// scan stays complete.
+    #[arg(long, global = true, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_dockerfile_size: usize,
+
     /// More detail on stderr (-v: why each project was skipped; -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -86,6 +92,28 @@ pub struct GlobalOptions {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `1048576`, `512KiB`, `1MiB` (also `K`, `KB`, `M`, `MB`: powers of 1024).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: usize = text[..digits]
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: write bytes, or a number with KiB or MiB"))?;
+    let unit = match text[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        other => return Err(format!("unknown size unit {other:?}: use KiB or MiB")),
+    };
+    match number.checked_mul(unit) {
+        Some(0) | None => Err(format!("{text:?} is not a size between 1 byte and 1 TiB")),
+        Some(n) if n > 1 << 40 => Err(format!("{text:?} is not a size between 1 byte and 1 TiB")),
+        Some(n) => Ok(n),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -234,4 +262,10 @@ pub struct ServerArgs {
     /// accepts or refuses them for good.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub trigger_retry_delay: Duration,
+
+    /// Attempts at processing one event (an error or a crash while planning
+    /// it) before it is parked as failed; retried with the same backoff as
+    /// triggers. Parked events show on the status page and in metrics.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_event_attempts: u32,
 }

@@ -93,6 +93,7 @@ pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
     let mut config = ClientConfig::new(url, credential);
     config.concurrency = g.concurrency as usize;
     config.attempts = g.max_retries + 1;
+    config.max_file_bytes = g.max_dockerfile_size;
     if let Some(path) = &g.ca_cert {
         config.ca_cert =
             Some(std::fs::read(path).map_err(|e| {
@@ -152,6 +153,12 @@ pub async fn scan_and_build(s: &Settings, quiet: bool) -> anyhow::Result<(Scan, 
             DockerfileState::EmptyRepo => tracing::info!("{path}: empty repository; skipped"),
             DockerfileState::Failed { error } => {
                 tracing::warn!("{path}: Dockerfile could not be read: {error}")
+            }
+            DockerfileState::TooLarge { limit } => tracing::warn!(
+                "{path}: Dockerfile larger than {limit} bytes (--max-dockerfile-size); skipped"
+            ),
+            DockerfileState::Unreadable { error } => {
+                tracing::warn!("{path}: Dockerfile not readable with this token; skipped: {error}")
             }
             DockerfileState::Found { .. } => {}
         }

@@ -58,6 +58,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         max_body_bytes: args.max_body_bytes,
         trigger_parallelism: args.trigger_parallelism as usize,
         retry_delay: args.trigger_retry_delay,
+        max_event_attempts: args.max_event_attempts,
         match_keyword: s.match_keyword.clone(),
     };
     tracing::info!(state_dir = %config.state_dir.display(), "state directory");
@@ -109,6 +110,7 @@ pub async fn run(pipeline_duration: Duration) -> anyhow::Result<u8> {
         max_body_bytes: 4 * 1024 * 1024,
         trigger_parallelism: 8,
         retry_delay: Duration::from_secs(1),
+        max_event_attempts: 8,
         match_keyword: None,
     };
     let server = server::start(

@@ -62,6 +62,11 @@ pub struct ClientConfig {
     pub backoff: Duration,
     /// Longest wait this client accepts from `Retry-After`.
     pub max_retry_after: Duration,
+    /// Largest API answer read; a longer one is an error, not read further.
+    pub max_response_bytes: usize,
+    /// Largest repository file read (a Dockerfile); a longer one is
+    /// reported as [`GitLabError::TooLarge`] without being downloaded.
+    pub max_file_bytes: usize,
 }
 
 impl ClientConfig {
@@ -75,6 +80,8 @@ impl ClientConfig {
             attempts: 6,
             backoff: Duration::from_millis(200),
             max_retry_after: Duration::from_secs(120),
+            max_response_bytes: 64 << 20,
+            max_file_bytes: 1 << 20,
         }
     }
 }
@@ -103,6 +110,8 @@ pub enum GitLabError {
     Unreachable { url: String, detail: String },
     #[error("GitLab's answer to {path} was not what the API documents: {detail}")]
     Decode { path: String, detail: String },
+    #[error("{path} is larger than {limit} bytes; not read")]
+    TooLarge { path: String, limit: usize },
 }
 
 impl GitLabError {
@@ -167,6 +176,28 @@ pub struct Pipeline {
 pub struct FileContent {
     pub text: String,
     pub blob_id: Option<String>,
+}
+
+/// Reads a body of at most `limit` bytes (invalid UTF-8 replaced); `None`
+/// when it is longer, without reading past the limit.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<String>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }))
 }
 
 /// GitLab's error bodies: `{"message": …}` or `{"error": …}`, where
@@ -265,6 +296,7 @@ impl GitLab {
         path: &str,
         query: &[(&str, String)],
         body: Option<&serde_json::Value>,
+        limit: usize,
     ) -> Result<(HeaderMap, String), GitLabError> {
         let url = format!("{}{path}", self.api);
         let mut attempt = 0;
@@ -291,8 +323,15 @@ impl GitLab {
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
-                    match response.text().await {
-                        Ok(text) => Ok((status, headers, text)),
+                    match read_body(response, limit).await {
+                        Ok(Some(text)) => Ok((status, headers, text)),
+                        Ok(None) => {
+                            drop(permit);
+                            return Err(GitLabError::TooLarge {
+                                path: path.to_string(),
+                                limit,
+                            });
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -404,7 +443,15 @@ impl GitLab {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(HeaderMap, T), GitLabError> {
-        let (headers, text) = self.send(Method::GET, path, query, None).await?;
+        let (headers, text) = self
+            .send(
+                Method::GET,
+                path,
+                query,
+                None,
+                self.config.max_response_bytes,
+            )
+            .await?;
         let value = serde_json::from_str(&text).map_err(|e| GitLabError::Decode {
             path: path.to_string(),
             detail: e.to_string(),
@@ -511,7 +558,13 @@ impl GitLab {
             encode_segment(file_path)
         );
         match self
-            .send(Method::GET, &path, &[("ref", git_ref.to_string())], None)
+            .send(
+                Method::GET,
+                &path,
+                &[("ref", git_ref.to_string())],
+                None,
+                self.config.max_file_bytes,
+            )
             .await
         {
             Ok((headers, text)) => Ok(Some(FileContent {
@@ -561,7 +614,15 @@ impl GitLab {
             }
             other => other,
         };
-        let (_, text) = self.send(Method::POST, &path, &[], Some(&body)).await?;
+        let (_, text) = self
+            .send(
+                Method::POST,
+                &path,
+                &[],
+                Some(&body),
+                self.config.max_response_bytes,
+            )
+            .await?;
         serde_json::from_str(&text).map_err(|e| GitLabError::Decode {
             path,
             detail: e.to_string(),

@@ -79,6 +79,8 @@ fn state_name(state: &DockerfileState) -> &'static str {
         DockerfileState::Archived => "archived",
         DockerfileState::EmptyRepo => "empty_repo",
         DockerfileState::Failed { .. } => "failed",
+        DockerfileState::TooLarge { .. } => "too_large",
+        DockerfileState::Unreadable { .. } => "unreadable",
     }
 }
 
@@ -124,6 +126,22 @@ impl DependencyGraph {
                 self.note(path, format!("Dockerfile could not be read: {error}"));
                 return;
             }
+            DockerfileState::TooLarge { limit } => {
+                self.note(
+                    path,
+                    format!(
+                        "Dockerfile larger than {limit} bytes (--max-dockerfile-size); skipped"
+                    ),
+                );
+                return;
+            }
+            DockerfileState::Unreadable { error } => {
+                self.note(
+                    path,
+                    format!("Dockerfile not readable with this token; skipped: {error}"),
+                );
+                return;
+            }
             _ => return,
         };
         for image in images {
@@ -134,7 +152,7 @@ impl DependencyGraph {
                 pinned: false,
             };
             if image.unresolved {
-                self.note(path, format!("line {}: {:?} holds a variable without a value; cannot tell which image it is", image.line, image.reference));
+                self.note(path, format!("line {}: {:?} : the image name depends on a variable without a value; cannot tell which image it is", image.line, image.reference));
                 continue;
             }
             let parsed = match ImageRef::parse(&image.reference) {

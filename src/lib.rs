@@ -5,6 +5,7 @@
 //! and the webhook server down to the pure `dockerfile` and `image` modules.
 
 pub mod dockerfile;
+pub mod failpoint;
 pub mod gitlab;
 pub mod graph;
 pub mod image;

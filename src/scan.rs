@@ -25,6 +25,15 @@ pub enum DockerfileState {
     /// Not read: archived projects are never triggered.
     Archived,
     EmptyRepo,
+    /// Larger than `--max-dockerfile-size`: not downloaded past the limit.
+    TooLarge {
+        limit: usize,
+    },
+    /// The token may see the project but not read its files (a Guest
+    /// member: 403). Nothing a retry could fix; the scan is still complete.
+    Unreadable {
+        error: String,
+    },
     /// Reading it failed; the graph may miss this project's edges.
     Failed {
         error: String,
@@ -119,16 +128,31 @@ pub async fn scan_project(
         match gitlab.file(project.id, DOCKERFILE_PATH, &branch).await {
             Ok(None) => DockerfileState::Missing,
             Ok(Some(file)) => {
-                let extraction =
-                    dockerfile::extract(&file.text, &ci_build_args(registry_host, &project));
-                for d in &extraction.diagnostics {
-                    tracing::debug!(project = %project.path_with_namespace, line = d.line, "Dockerfile: {}", d.message);
-                }
-                DockerfileState::Found {
-                    blob_id: file.blob_id,
-                    images: extraction.images.iter().map(ScannedImage::from).collect(),
+                let args = ci_build_args(registry_host, &project);
+                let path = project.path_with_namespace.clone();
+                // CPU work of up to tens of milliseconds: off the async runtime.
+                let images = tokio::task::spawn_blocking(move || {
+                    let extraction = dockerfile::extract(&file.text, &args);
+                    for d in &extraction.diagnostics {
+                        tracing::debug!(project = %path, line = d.line, "Dockerfile: {}", d.message);
+                    }
+                    extraction.images.iter().map(ScannedImage::from).collect()
+                })
+                .await;
+                match images {
+                    Ok(images) => DockerfileState::Found {
+                        blob_id: file.blob_id,
+                        images,
+                    },
+                    Err(e) => DockerfileState::Failed {
+                        error: format!("reading the Dockerfile failed: {e}"),
+                    },
                 }
             }
+            Err(GitLabError::TooLarge { limit, .. }) => DockerfileState::TooLarge { limit },
+            Err(e @ GitLabError::Forbidden { .. }) => DockerfileState::Unreadable {
+                error: e.to_string(),
+            },
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => DockerfileState::Failed {
                 error: e.to_string(),

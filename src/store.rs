@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS events (
     project_id INTEGER NOT NULL,
     project_path TEXT NOT NULL,
     detail TEXT NOT NULL,            -- pipeline id / pushed commit
-    state TEXT NOT NULL,             -- pending | done
+    state TEXT NOT NULL,             -- pending | done | parked
     outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events(state, id);
@@ -69,6 +69,20 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
+/// Brings a database written by an earlier version up to date.
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has_attempts: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'attempts'")?
+        .exists([])?;
+    if !has_attempts {
+        conn.execute_batch(
+            "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE events ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
+    Ok(())
+}
+
 /// An event to accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -97,6 +111,8 @@ pub struct StoredEvent {
     pub detail: String,
     pub state: String,
     pub outcome: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: u32,
 }
 
 /// A trigger to queue for one project.
@@ -165,6 +181,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        migrate(&conn).map_err(open_err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -208,8 +225,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Pending events whose next attempt is due, oldest first.
     pub fn pending_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.events("WHERE state = 'pending' ORDER BY id ASC", limit)
+        self.events(
+            &format!(
+                "WHERE state = 'pending' AND next_attempt_at <= {} ORDER BY id ASC",
+                now_millis()
+            ),
+            limit,
+        )
+    }
+
+    /// Keeps the event pending; tries again after `delay`.
+    pub fn event_retry(
+        &self,
+        id: i64,
+        delay: std::time::Duration,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE events SET attempts = attempts + 1, next_attempt_at = ?2, outcome = ?3 WHERE id = ?1",
+            params![id, now_millis() + delay.as_millis() as i64, error],
+        )?;
+        Ok(())
+    }
+
+    /// Gives up on an event after too many failed attempts.
+    pub fn event_parked(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE events SET state = 'parked', attempts = attempts + 1, outcome = ?2 WHERE id = ?1",
+            params![id, error],
+        )?;
+        Ok(())
     }
 
     pub fn recent_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
@@ -219,7 +266,7 @@ impl Store {
     fn events(&self, clause: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, received_at, kind, event_uuid, project_id, project_path, detail, state, outcome FROM events {clause} LIMIT ?1"
+            "SELECT id, received_at, kind, event_uuid, project_id, project_path, detail, state, outcome, attempts FROM events {clause} LIMIT ?1"
         ))?;
         let rows = stmt.query_map([limit as i64], |r| {
             Ok(StoredEvent {
@@ -232,6 +279,7 @@ impl Store {
                 detail: r.get(6)?,
                 state: r.get(7)?,
                 outcome: r.get(8)?,
+                attempts: r.get(9)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -352,6 +400,16 @@ impl Store {
             params![id, error, now_text()],
         )?;
         Ok(())
+    }
+
+    /// Events given up on after too many failed attempts.
+    pub fn parked_events(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.lock().query_row(
+            "SELECT COUNT(*) FROM events WHERE state = 'parked'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
     }
 
     /// `(pending events, queued triggers)`

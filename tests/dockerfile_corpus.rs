@@ -1,4 +1,4 @@
-//! The third-party Dockerfile corpus in `shared/fixtures/dockerfiles` must
+//! The third-party Dockerfile corpus in `tests/fixtures/dockerfiles` must
 //! match its hand-checked answer key exactly.
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use gitlab_docker_autodep::dockerfile::{extract, BuildArgs};
 use serde_json::{json, Value};
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/dockerfiles")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dockerfiles")
 }
 
 #[test]

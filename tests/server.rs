@@ -3,122 +3,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::server::*;
 use common::*;
 use gitlab_sim::{FaultKind, FaultRule, Faults, PipelineStatus, Simulator};
 use serde_json::{json, Value};
-use tokio::io::AsyncBufReadExt;
-
-const SECRET: &str = "hook-secret";
-
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Server {
-    async fn start(sim: &Simulator, state: &Path, extra: &[&str]) -> Server {
-        let mut cmd = binary();
-        cmd.env("GITLAB_URL", sim.url())
-            .env("GITLAB_TOKEN", TOKEN)
-            .args([
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--webhook-auth-token",
-                SECRET,
-            ])
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--trigger-retry-delay", "100ms"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("server starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("server prints its address")
-            .unwrap()
-            .expect("a line");
-        let url = first
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_string();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let server = Server { child, url };
-        server.wait_until(|s| s["ready"] == true, "ready").await;
-        server
-    }
-
-    async fn status(&self) -> Value {
-        reqwest::get(format!("{}/status.json", self.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn wait_until(&self, done: impl Fn(&Value) -> bool, what: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.status().await;
-            if done(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {s:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn post(&self, event: &str, body: &str, token: Option<&str>) -> (u16, Value) {
-        let mut r = reqwest::Client::new()
-            .post(format!("{}/webhook", self.url))
-            .header("content-type", "application/json")
-            .header("X-Gitlab-Event", event)
-            .body(body.to_string());
-        if let Some(t) = token {
-            r = r.header("X-Gitlab-Token", t);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-}
-
-/// Waits until every pipeline settled and the server's queue is empty,
-/// several polls in a row.
-async fn wait_quiet(sim: &Simulator, server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut quiet = 0;
-    while quiet < 5 {
-        assert!(
-            Instant::now() < deadline,
-            "never quiet: {:#}",
-            server.status().await
-        );
-        let s = server.status().await;
-        let empty = s["queue"]["pending_events"] == 0 && s["queue"]["queued_triggers"] == 0;
-        let settled = sim.pipelines().iter().all(|p| p.status.is_settled());
-        quiet = if empty && settled { quiet + 1 } else { 0 };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn count(sim: &Simulator, path: &str) -> usize {
     sim.pipelines()
@@ -186,7 +76,7 @@ async fn token_status_branch_tag_malformed_oversize_and_fixtures() {
     let server = Server::start(&sim, state.path(), &["--max-body-bytes", "20000"]).await;
     let fixture = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/gitlab/webhooks/pipeline.json"
+        "/tests/fixtures/gitlab/webhooks/pipeline.json"
     ))
     .unwrap();
     let mut body: Value = serde_json::from_str(&fixture).unwrap();
@@ -256,7 +146,7 @@ async fn token_status_branch_tag_malformed_oversize_and_fixtures() {
         ("system_push.json", "System Hook"),
     ] {
         let text = std::fs::read_to_string(format!(
-            "{}/../shared/fixtures/gitlab/webhooks/{file}",
+            "{}/tests/fixtures/gitlab/webhooks/{file}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();

@@ -11,7 +11,7 @@ mod lines;
 
 use std::collections::{HashMap, HashSet};
 
-use expand::{expand, Segment, Value};
+use expand::{expand, Budget, Limit, Segment, Value};
 use lines::{logical_instructions, Instruction};
 
 /// How an image is pulled into the build.
@@ -62,7 +62,10 @@ pub struct Diagnostic {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Extraction {
     pub images: Vec<BaseImage>,
+    /// At most [`MAX_DIAGNOSTICS`], then one line that counts the rest.
     pub diagnostics: Vec<Diagnostic>,
+    #[serde(skip)]
+    dropped_diagnostics: usize,
 }
 
 /// Values for build arguments that the build system passes in, applied to
@@ -99,63 +102,116 @@ const AUTOMATIC_PLATFORM_ARGS: &[&str] = &[
     "BUILDVARIANT",
 ];
 
+/// At most this many diagnostics are kept per file; the rest are counted.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
 /// Extracts the external images a Dockerfile's build depends on, in order.
+///
+/// Linear in the size of `text` for every shape of input: see
+/// [`expand::Budget`].
 pub fn extract(text: &str, build_args: &BuildArgs) -> Extraction {
     let mut out = Extraction::default();
+    let mut budget = Budget::for_input(text.len());
     let parsed = logical_instructions(text);
-    out.diagnostics.extend(parsed.diagnostics);
-
+    for d in parsed.diagnostics {
+        out.diagnose(d.line, || d.message);
+    }
     let mut globals: HashMap<String, Value> = AUTOMATIC_PLATFORM_ARGS
         .iter()
         .map(|name| (name.to_string(), Value::Unknown))
         .collect();
-    // Stage aliases seen so far, lower-cased; `stage_count` numbers them.
-    let mut stages = Stages::default();
-    let mut stage_count = 0usize;
+    // BuildKit registers every stage before it converts any instruction:
+    // `COPY --from` and `RUN --mount from=` see all of them, `FROM` only the
+    // earlier ones (dockerfile2llb's dispatchStates).
+    let aliases: Vec<Option<String>> = parsed
+        .instructions
+        .iter()
+        .map(|i| (i.keyword == "FROM").then(|| from_alias(i)).flatten())
+        .collect();
+    let all_stages = Stages::of(&parsed.instructions, &aliases);
+    let mut earlier = Stages::default();
 
-    for instr in &parsed.instructions {
+    for (instr, alias) in parsed.instructions.iter().zip(&aliases) {
         match instr.keyword {
-            "ARG" if stage_count == 0 => declare_global_args(instr, &mut globals, build_args),
+            "ARG" if earlier.count == 0 => {
+                declare_global_args(instr, &mut globals, build_args, &mut budget)
+            }
             "FROM" => {
-                from_instruction(instr, &globals, &mut stages, &mut out);
-                stage_count += 1;
+                let mut ctx = Context {
+                    globals: &globals,
+                    stages: &earlier,
+                    by_index: false,
+                    budget: &mut budget,
+                    out: &mut out,
+                };
+                ctx.base_image(instr);
+                earlier.add(alias.clone());
             }
             "COPY" | "RUN" => {
-                let (wanted, via) = if instr.keyword == "COPY" {
-                    ("from", Via::CopyFrom)
-                } else {
-                    ("mount", Via::RunMount)
+                let mut ctx = Context {
+                    globals: &globals,
+                    stages: &all_stages,
+                    by_index: true,
+                    budget: &mut budget,
+                    out: &mut out,
                 };
-                for (flag, value) in leading_flags(&instr.args) {
-                    if flag != wanted {
-                        continue;
-                    }
-                    let source = if via == Via::RunMount {
-                        mount_from(&value)
-                    } else {
-                        Some(value)
-                    };
-                    if let Some(source) = source {
-                        stage_or_image(
-                            &source,
-                            instr.line,
-                            via,
-                            &globals,
-                            &stages,
-                            stage_count,
-                            &mut out,
-                        );
-                    }
-                }
+                ctx.source_flags(instr);
             }
-            "" => out.diagnostics.push(Diagnostic {
-                line: instr.line,
-                message: format!("unknown instruction {:?} skipped", instr.word),
+            "" => out.diagnose(instr.line, || {
+                format!("unknown instruction {:?} skipped", shorten(instr.word))
             }),
             _ => {}
         }
+        if let Some(limit) = budget.take_hit() {
+            out.diagnose(instr.line, || limit_message(limit));
+        }
     }
+    out.finish();
     out
+}
+
+fn limit_message(limit: Limit) -> String {
+    match limit {
+        Limit::Depth => format!(
+            "variables nested deeper than {} levels are not followed; the reference is unresolved",
+            expand::MAX_DEPTH
+        ),
+        Limit::Work => "the file needs more work to expand than its size allows; \
+                        what is left is unresolved"
+            .to_string(),
+    }
+}
+
+/// At most 60 characters of a word, for messages.
+fn shorten(word: &str) -> String {
+    match word.char_indices().nth(60) {
+        Some((at, _)) => format!("{}…", &word[..at]),
+        None => word.to_string(),
+    }
+}
+
+impl Extraction {
+    /// Keeps a diagnostic (the message is only made when it is kept).
+    fn diagnose(&mut self, line: usize, message: impl FnOnce() -> String) {
+        if self.diagnostics.len() < MAX_DIAGNOSTICS {
+            self.diagnostics.push(Diagnostic {
+                line,
+                message: message(),
+            });
+        } else {
+            self.dropped_diagnostics += 1;
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.dropped_diagnostics > 0 {
+            let line = self.diagnostics.last().map_or(1, |d| d.line);
+            self.diagnostics.push(Diagnostic {
+                line,
+                message: format!("{} more diagnostics not shown", self.dropped_diagnostics),
+            });
+        }
+    }
 }
 
 /// `ARG a=1 b c="x y"` before the first `FROM`.
@@ -163,6 +219,7 @@ fn declare_global_args(
     instr: &Instruction,
     globals: &mut HashMap<String, Value>,
     build_args: &BuildArgs,
+    budget: &mut Budget,
 ) {
     for word in ShellWords::new(&instr.args) {
         let (name, default) = match word.split_once('=') {
@@ -173,10 +230,7 @@ fn declare_global_args(
             continue;
         }
         let value = match default {
-            Some(raw) => {
-                let segments = expand(&raw, globals);
-                Value::from_segments(&segments)
-            }
+            Some(raw) => Value::from_segments(&expand(&raw, globals, budget)),
             None => match build_args.get(&name) {
                 Some(given) => Value::Known(given.to_string()),
                 // Re-declaring a known global without a value keeps its value.
@@ -190,125 +244,231 @@ fn declare_global_args(
     }
 }
 
-fn from_instruction(
-    instr: &Instruction,
-    globals: &HashMap<String, Value>,
-    stages: &mut Stages,
-    out: &mut Extraction,
-) {
-    let words: Vec<String> = ShellWords::new(&instr.args).take(8).collect();
-    let mut rest = words.iter().skip_while(|w| w.starts_with("--"));
-    let Some(image) = rest.next() else {
-        out.diagnostics.push(Diagnostic {
-            line: instr.line,
-            message: "FROM without an image skipped".into(),
-        });
-        return;
-    };
-    let alias = match (rest.next(), rest.next()) {
-        (Some(kw), Some(name)) if kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
-        (None, _) => None,
-        _ => {
-            out.diagnostics.push(Diagnostic {
-                line: instr.line,
-                message: "FROM has words after the image that are not `AS name`; they are ignored"
-                    .into(),
-            });
-            None
-        }
-    };
-    let segments = expand(image, globals);
-    if !refers_to_stage(&segments, stages, None) {
-        let text = expand::render(&segments);
-        if !text.eq_ignore_ascii_case("scratch") && !text.is_empty() {
-            push_image(out, &segments, Via::From, instr.line);
-        }
-    }
-    if let Some(alias) = alias {
-        stages.add(alias);
+/// The words of a `FROM`: flags, the image, and `AS name` when present.
+fn from_words(instr: &Instruction) -> Vec<String> {
+    ShellWords::new(&instr.args)
+        .take(8)
+        .skip_while(|w| w.starts_with("--"))
+        .collect()
+}
+
+/// The stage name a `FROM` defines, lower-cased.
+fn from_alias(instr: &Instruction) -> Option<String> {
+    match from_words(instr).as_slice() {
+        [_, kw, name, ..] if kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
+        _ => None,
     }
 }
 
-/// Stage aliases defined so far, lower-cased: in order (for wildcard
-/// matching) and as a set (for exact lookups, which are most of them).
+/// Stage aliases, lower-cased: in order (for wildcard matching) and as a
+/// set (for exact lookups, which are most of them); `count` numbers every
+/// stage, named or not.
 #[derive(Default)]
 struct Stages {
     names: Vec<String>,
     set: HashSet<String>,
+    count: usize,
 }
 
 impl Stages {
-    fn add(&mut self, alias: String) {
-        if self.set.insert(alias.clone()) {
-            self.names.push(alias);
+    fn of(instructions: &[Instruction], aliases: &[Option<String>]) -> Stages {
+        let mut all = Stages::default();
+        for (_, alias) in instructions
+            .iter()
+            .zip(aliases)
+            .filter(|(i, _)| i.keyword == "FROM")
+        {
+            all.add(alias.clone());
+        }
+        all
+    }
+
+    fn add(&mut self, alias: Option<String>) {
+        self.count += 1;
+        if let Some(alias) = alias {
+            if self.set.insert(alias.clone()) {
+                self.names.push(alias);
+            }
         }
     }
 }
 
-/// `--from=` values name a stage (by alias or index) or an image.
-fn stage_or_image(
-    value: &str,
-    line: usize,
-    via: Via,
-    globals: &HashMap<String, Value>,
-    stages: &Stages,
-    stage_count: usize,
-    out: &mut Extraction,
-) {
-    let segments = expand(value, globals);
-    if refers_to_stage(&segments, stages, Some(stage_count)) {
-        return;
-    }
-    if expand::render(&segments).is_empty() {
-        out.diagnostics.push(Diagnostic {
-            line,
-            message: format!("{} with an empty value skipped", via.as_str()),
-        });
-        return;
-    }
-    push_image(out, &segments, via, line);
+/// What deciding one reference needs.
+struct Context<'a> {
+    globals: &'a HashMap<String, Value>,
+    /// The stages this instruction can name.
+    stages: &'a Stages,
+    /// `--from=1` names a stage by index; `FROM 1` does not.
+    by_index: bool,
+    budget: &'a mut Budget,
+    out: &'a mut Extraction,
 }
 
-fn push_image(out: &mut Extraction, segments: &[Segment], via: Via, line: usize) {
-    let unresolved = segments.iter().any(|s| matches!(s, Segment::Unknown(_)));
-    let reference = expand::render(segments);
-    if unresolved {
-        out.diagnostics.push(Diagnostic {
-            line,
-            message: format!("{reference:?} holds a variable without a value"),
-        });
+impl Context<'_> {
+    fn base_image(&mut self, instr: &Instruction) {
+        let words = from_words(instr);
+        let Some(image) = words.first() else {
+            self.out
+                .diagnose(instr.line, || "FROM without an image skipped".into());
+            return;
+        };
+        let well_formed = match &words[1..] {
+            [] => true,
+            [kw, _] => kw.eq_ignore_ascii_case("as"),
+            _ => false,
+        };
+        if !well_formed {
+            self.out.diagnose(instr.line, || {
+                "FROM has words after the image that are not `AS name`; they are ignored".into()
+            });
+        }
+        let segments = expand(image, self.globals, self.budget);
+        let resolved = expand::render(&segments);
+        let certain = !segments.iter().any(|s| !matches!(s, Segment::Literal(_)));
+        if self.refers_to_stage(&segments) || (certain && resolved.eq_ignore_ascii_case("scratch"))
+        {
+            return;
+        }
+        self.push_image(&segments, Via::From, instr.line);
     }
-    out.images.push(BaseImage {
-        reference,
-        via,
-        line,
-        unresolved,
-    });
-}
 
-/// True when the expanded value names an earlier stage: by alias
-/// (case-insensitive), by index (for `--from`), or — when variables remain —
-/// when some value of those variables would give an earlier stage's alias.
-fn refers_to_stage(segments: &[Segment], stages: &Stages, stage_count: Option<usize>) -> bool {
-    let text = expand::render(segments).to_lowercase();
-    if let Some(count) = stage_count {
-        if let Ok(index) = text.parse::<usize>() {
-            return index < count;
+    /// `COPY --from=…` and `RUN --mount=…,from=…`.
+    fn source_flags(&mut self, instr: &Instruction) {
+        let (wanted, via) = if instr.keyword == "COPY" {
+            ("from", Via::CopyFrom)
+        } else {
+            ("mount", Via::RunMount)
+        };
+        for (flag, value) in leading_flags(&instr.args) {
+            if flag != wanted {
+                continue;
+            }
+            let source = if via == Via::RunMount {
+                mount_from(&value)
+            } else {
+                Some(value)
+            };
+            if let Some(source) = source {
+                self.stage_or_image(&source, instr.line, via);
+            }
         }
     }
-    if segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
-        return stages.set.contains(&text);
+
+    /// `--from=` values name a stage (by alias or index) or an image.
+    fn stage_or_image(&mut self, value: &str, line: usize, via: Via) {
+        let segments = expand(value, self.globals, self.budget);
+        if self.refers_to_stage(&segments) {
+            return;
+        }
+        self.push_image(&segments, via, line);
     }
-    // A value that is nothing but variables says nothing about which stage
-    // it could be: it is an unresolved image, not a stage reference.
-    let has_literal = segments
-        .iter()
-        .any(|s| matches!(s, Segment::Literal(t) if !t.is_empty()));
-    if !has_literal {
-        return false;
+
+    fn push_image(&mut self, segments: &[Segment], via: Via, line: usize) {
+        let written = expand::render_written(segments);
+        if written.is_empty() {
+            self.out.diagnose(line, || {
+                format!("{} with an empty value skipped", via.as_str())
+            });
+            return;
+        }
+        let (reference, unresolved) = match certain_reference(segments) {
+            Some(reference) if !reference.is_empty() => (reference, false),
+            Some(_) => {
+                self.out.diagnose(line, || {
+                    format!("{} with an empty value skipped", via.as_str())
+                });
+                return;
+            }
+            None => (written, true),
+        };
+        if unresolved {
+            self.out.diagnose(line, || {
+                format!(
+                    "{:?}: the image name depends on a variable without a value",
+                    shorten(&reference)
+                )
+            });
+        }
+        self.out.images.push(BaseImage {
+            reference,
+            via,
+            line,
+            unresolved,
+        });
     }
-    let pattern = expand::Wildcard::new(segments);
-    stages.names.iter().any(|stage| pattern.matches(stage))
+
+    /// True when the expanded value names a stage: by alias
+    /// (case-insensitive), by index (for `--from`), or — when unknown
+    /// variables remain — when some value of those variables would give a
+    /// stage's alias. Unset variables are empty, as in BuildKit.
+    fn refers_to_stage(&mut self, segments: &[Segment]) -> bool {
+        let has_unknown = segments.iter().any(|s| matches!(s, Segment::Unknown(_)));
+        let text = expand::render(segments).to_lowercase();
+        if !has_unknown {
+            if self.by_index {
+                if let Ok(index) = text.parse::<usize>() {
+                    return index < self.stages.count;
+                }
+            }
+            return self.stages.set.contains(&text);
+        }
+        // A value that is nothing but variables says nothing about which
+        // stage it could be: it is an unresolved image, not a stage reference.
+        let has_literal = segments
+            .iter()
+            .any(|s| matches!(s, Segment::Literal(t) if !t.is_empty()));
+        if !has_literal {
+            return false;
+        }
+        let pattern = expand::Wildcard::new(segments);
+        for stage in &self.stages.names {
+            match pattern.matches(stage, self.budget) {
+                Some(true) => return true,
+                Some(false) => {}
+                None => return false,
+            }
+        }
+        false
+    }
+}
+
+/// The reference an image certainly has, or `None` when its name (registry
+/// and repository) depends on a variable without a known value. A tag or
+/// digest that depends on one is dropped: tags are not used for matching,
+/// and BuildKit builds the name whatever the tag.
+fn certain_reference(segments: &[Segment]) -> Option<String> {
+    // The resolved text, with the places where a variable had no value.
+    let mut text = String::new();
+    let mut marks = Vec::new();
+    for segment in segments {
+        match segment {
+            Segment::Literal(t) => text.push_str(t),
+            Segment::Unset(_) => marks.push(text.len()),
+            Segment::Unknown(_) => {
+                marks.push(text.len());
+                text.push('\u{1}');
+            }
+        }
+    }
+    let at = text.find('@').unwrap_or(text.len());
+    let last_slash = text[..at].rfind('/').map_or(0, |i| i + 1);
+    let name_end = text[last_slash..at]
+        .find(':')
+        .map_or(at, |i| last_slash + i);
+    // A mark at the end of the name could still extend it.
+    if marks.iter().any(|m| *m <= name_end) {
+        return None;
+    }
+    let mut reference = text[..name_end].to_string();
+    let tag = &text[name_end..at];
+    if tag.len() > 1 && !marks.iter().any(|m| *m > name_end && *m <= at) {
+        reference.push_str(tag);
+    }
+    let digest = &text[at..];
+    if digest.len() > 1 && !marks.iter().any(|m| *m > at) {
+        reference.push_str(digest);
+    }
+    Some(reference)
 }
 
 /// Leading `--name=value` flags of an instruction, up to the first other word.

@@ -266,19 +266,19 @@ const CASES: &[Case] = &[
         &[("img:1", F, 2, false)],
     ),
     (
-        "arg without default unresolved",
+        "arg without default only in the tag",
         "ARG V\nFROM img:${V}\n",
-        &[("img:${V}", F, 2, true)],
+        &[("img", F, 2, false)],
     ),
     (
-        "undeclared variable unresolved",
+        "undeclared variable only in the tag",
         "FROM img:$NOPE\n",
-        &[("img:$NOPE", F, 1, true)],
+        &[("img", F, 1, false)],
     ),
     (
         "stage arg does not affect from",
         "FROM a\nARG V=2\nFROM img:${V}\n",
-        &[("a", F, 1, false), ("img:${V}", F, 3, true)],
+        &[("a", F, 1, false), ("img", F, 3, false)],
     ),
     (
         "arg resolving to stage",
@@ -291,9 +291,14 @@ const CASES: &[Case] = &[
         &[("a", F, 1, false), ("a", F, 2, false)],
     ),
     (
-        "platform variable matching no stage",
+        "platform variable only in the tag",
         "FROM img:${TARGETARCH}\n",
-        &[("img:${TARGETARCH}", F, 1, true)],
+        &[("img", F, 1, false)],
+    ),
+    (
+        "platform variable in the name",
+        "FROM ${TARGETARCH}/img\n",
+        &[("${TARGETARCH}/img", F, 1, true)],
     ),
     (
         "stage arg without value",
@@ -304,6 +309,74 @@ const CASES: &[Case] = &[
         "global whole ref unresolved",
         "ARG X\nFROM a AS b\nFROM ${X}\n",
         &[("a", F, 2, false), ("${X}", F, 3, true)],
+    ),
+    // BuildKit's shell lexer (frontend/dockerfile/shell/lex.go, getEnv):
+    // a variable that is not set expands to the empty string. Only a name
+    // that depends on one is unresolved; a tag or digest that does is
+    // dropped, since tags are not used for matching.
+    (
+        "buildkit: unset variant only changes the tag",
+        "ARG VARIANT\nFROM registry.example.com/base/python:3.11${VARIANT}\n",
+        &[("registry.example.com/base/python", F, 2, false)],
+    ),
+    (
+        "buildkit: unset digest variable drops the digest",
+        "ARG DIGEST\nFROM alpine@${DIGEST}\n",
+        &[("alpine", F, 2, false)],
+    ),
+    (
+        "buildkit: registry from an unset variable is unresolved",
+        "ARG REGISTRY\nFROM ${REGISTRY}/group/app:1\n",
+        &[("${REGISTRY}/group/app:1", F, 2, true)],
+    ),
+    (
+        "buildkit: name suffix from an unset variable is unresolved",
+        "ARG SUFFIX\nFROM base${SUFFIX}:1\n",
+        &[("base${SUFFIX}:1", F, 2, true)],
+    ),
+    (
+        "buildkit: unset variable with a default word",
+        "ARG REGISTRY\nFROM ${REGISTRY:-registry.example.com}/app:${TAG}\n",
+        &[("registry.example.com/app", F, 2, false)],
+    ),
+    (
+        "buildkit: unset variable names an earlier stage by its literal part",
+        "FROM a AS build\nARG V\nFROM build${V}\n",
+        &[("a", F, 1, false)],
+    ),
+    // BuildKit registers every stage before converting any instruction
+    // (dockerfile2llb: allDispatchStates is filled first, then COPY --from
+    // and RUN --mount from= are looked up with findStateByName and
+    // findStateByIndex); a FROM only sees earlier stages (addState).
+    (
+        "buildkit: copy from a later stage",
+        "FROM a AS one\nCOPY --from=two x y\nFROM b AS two\n",
+        &[("a", F, 1, false), ("b", F, 3, false)],
+    ),
+    (
+        "buildkit: run mount from a later stage",
+        "FROM a\nRUN --mount=type=bind,from=Later,target=/x true\nFROM b AS later\n",
+        &[("a", F, 1, false), ("b", F, 3, false)],
+    ),
+    (
+        "buildkit: copy from a later stage by index",
+        "FROM a\nCOPY --from=1 x y\nFROM b\n",
+        &[("a", F, 1, false), ("b", F, 3, false)],
+    ),
+    (
+        "buildkit: copy from an index past the last stage is an image",
+        "FROM a\nCOPY --from=2 x y\nFROM b\n",
+        &[("a", F, 1, false), ("2", C, 2, false), ("b", F, 3, false)],
+    ),
+    (
+        "buildkit: from cannot name a later stage",
+        "FROM later\nFROM b AS later\n",
+        &[("later", F, 1, false), ("b", F, 2, false)],
+    ),
+    (
+        "buildkit: copy from a later stage chosen by a platform variable",
+        "FROM a\nCOPY --from=bin-${TARGETOS} x y\nFROM b AS bin-linux\n",
+        &[("a", F, 1, false), ("b", F, 3, false)],
     ),
     (
         "escaped dollar",
@@ -445,9 +518,14 @@ const CASES: &[Case] = &[
         &[("alpine", F, 1, false), ("b", F, 2, false)],
     ),
     (
-        "unterminated brace",
+        "unterminated brace in the tag",
         "FROM img:${V\n",
-        &[("img:${V", F, 1, false)],
+        &[("img", F, 1, false)],
+    ),
+    (
+        "unterminated brace in the name",
+        "FROM img${V\n",
+        &[("img${V", F, 1, true)],
     ),
 ];
 

@@ -13,7 +13,7 @@ mod worker;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ pub struct ServerConfig {
     /// First delay before retrying a trigger GitLab did not accept; doubles
     /// per attempt up to ten minutes.
     pub retry_delay: Duration,
+    /// Attempts at one event before it is parked.
+    pub max_event_attempts: u32,
     pub match_keyword: Option<String>,
 }
 
@@ -70,6 +72,8 @@ pub struct AppState {
     pub webhook_token: Option<String>,
     graph: RwLock<Arc<GraphView>>,
     ready: AtomicBool,
+    /// Supervised tasks (worker, refresher) that are down, restarting.
+    tasks_down: AtomicUsize,
     accept_queue: webhook::AcceptQueue,
     /// Wakes the worker when an event was accepted.
     wake: Notify,
@@ -90,7 +94,14 @@ impl AppState {
         self.ready.store(true, Ordering::SeqCst);
     }
 
+    /// A graph is loaded and no supervised task is down.
     pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && self.tasks_down.load(Ordering::SeqCst) == 0
+    }
+
+    /// A graph is loaded (the refresher's own test: it must not wait on
+    /// itself being up).
+    fn has_graph(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
@@ -133,7 +144,9 @@ impl AppState {
             .into_iter()
             .map(|p| (p.project.id, p))
             .collect();
-        self.set_graph(GraphView::new(map, &self.registry));
+        let registry = self.registry.clone();
+        let view = tokio::task::spawn_blocking(move || GraphView::new(map, &registry)).await?;
+        self.set_graph(view);
         tracing::info!(
             seconds = started.elapsed().as_secs_f64(),
             requests = scan.requests,
@@ -213,6 +226,7 @@ pub async fn start(
         graph: RwLock::new(Arc::new(GraphView::new(BTreeMap::new(), &registry))),
         registry,
         ready: AtomicBool::new(false),
+        tasks_down: AtomicUsize::new(0),
         wake: Notify::new(),
         ignored: Mutex::default(),
         metrics: handle,
@@ -236,8 +250,18 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
 
-    let refresher = tokio::spawn(refresh_loop(app.clone(), stopped.clone()));
-    let worker = tokio::spawn(worker::run(app.clone(), stopped.clone()));
+    let refresher = tokio::spawn(supervise(
+        "refresher",
+        app.clone(),
+        stopped.clone(),
+        refresh_loop,
+    ));
+    let worker = tokio::spawn(supervise(
+        "worker",
+        app.clone(),
+        stopped.clone(),
+        worker::run,
+    ));
     let server_app = router(app.clone());
     let mut server_stop = stopped.clone();
     let done = tokio::spawn(async move {
@@ -266,7 +290,50 @@ pub async fn start(
     })
 }
 
+/// Runs a long-lived task and restarts it when it panics (after a short,
+/// growing pause), so that one bad input cannot stop the server's work.
+/// While it is down `/readyz` answers 503; restarts are counted in
+/// `autodep_task_restarts_total`.
+async fn supervise<F, Fut>(
+    name: &'static str,
+    app: Arc<AppState>,
+    stopped: watch::Receiver<bool>,
+    task: F,
+) where
+    F: Fn(Arc<AppState>, watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut restarts = 0u32;
+    loop {
+        let run = tokio::spawn(task(app.clone(), stopped.clone())).await;
+        match run {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                app.tasks_down.fetch_add(1, Ordering::SeqCst);
+                metrics::counter!("autodep_task_restarts_total", "task" => name).increment(1);
+                restarts += 1;
+                let pause = Duration::from_millis(100).saturating_mul(1 << restarts.min(8));
+                tracing::error!("the {name} panicked; restarting it in {pause:?}");
+                let mut stopped = stopped.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stopped.wait_for(|s| *s) => {
+                        app.tasks_down.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                app.tasks_down.fetch_sub(1, Ordering::SeqCst);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 async fn refresh_loop(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
+    // For the tests: once a graph is loaded, crash at every (re)start.
+    if app.has_graph() && crate::failpoint::hit("refresher-panic", "after-scan") {
+        panic!("failpoint refresher-panic");
+    }
     // A stored scan younger than the interval is served until it is due:
     // restarting the server does not cost GitLab a full rescan.
     let store = app.store.clone();
@@ -275,7 +342,7 @@ async fn refresh_loop(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
         .ok()
         .and_then(Result::ok)
         .flatten();
-    if let Some(age) = age.filter(|a| app.is_ready() && *a < app.config.refresh_interval) {
+    if let Some(age) = age.filter(|a| app.has_graph() && *a < app.config.refresh_interval) {
         tokio::select! {
             _ = tokio::time::sleep(app.config.refresh_interval - age) => {}
             _ = stopped.wait_for(|s| *s) => return,
@@ -285,8 +352,11 @@ async fn refresh_loop(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
         if let Err(e) = app.refresh().await {
             tracing::error!("{e:#}");
         }
+        if crate::failpoint::hit("refresher-panic", "after-scan") {
+            panic!("failpoint refresher-panic");
+        }
         // Not ready yet: try again soon rather than after a full interval.
-        let wait = if app.is_ready() {
+        let wait = if app.has_graph() {
             app.config.refresh_interval
         } else {
             app.config.refresh_interval.min(Duration::from_secs(30))

@@ -20,6 +20,12 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if app.has_graph() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a background task crashed and is restarting (see the log)\n",
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -152,8 +158,29 @@ pub fn graph_svg(g: &DependencyGraph, limit: usize) -> String {
 type Snapshot = (
     Vec<crate::store::StoredEvent>,
     Vec<crate::store::StoredTrigger>,
-    (u64, u64),
+    (u64, u64, u64),
 );
+
+/// Projects the scan skipped for a reason the operator should see (too
+/// large, not readable, failed), at most `limit`, with the reason.
+fn skipped_projects(view: &super::GraphView, limit: usize) -> Vec<(String, String)> {
+    use crate::scan::DockerfileState;
+    view.projects
+        .values()
+        .filter_map(|p| {
+            let reason = match &p.dockerfile {
+                DockerfileState::TooLarge { limit } => {
+                    format!("Dockerfile larger than {limit} bytes (--max-dockerfile-size)")
+                }
+                DockerfileState::Unreadable { error } => format!("not readable: {error}"),
+                DockerfileState::Failed { error } => format!("could not be read: {error}"),
+                _ => return None,
+            };
+            Some((p.project.path_with_namespace.clone(), reason))
+        })
+        .take(limit)
+        .collect()
+}
 
 /// Recent events and triggers and the queue depth, read off the runtime.
 async fn snapshot(app: &Arc<AppState>, recent: usize) -> Result<Snapshot, Response> {
@@ -162,7 +189,10 @@ async fn snapshot(app: &Arc<AppState>, recent: usize) -> Result<Snapshot, Respon
         Ok::<_, crate::store::StoreError>((
             store.recent_events(recent)?,
             store.recent_triggers(recent)?,
-            store.queue_depth()?,
+            {
+                let (events, triggers) = store.queue_depth()?;
+                (events, triggers, store.parked_events()?)
+            },
         ))
     })
     .await;
@@ -178,16 +208,21 @@ async fn snapshot(app: &Arc<AppState>, recent: usize) -> Result<Snapshot, Respon
 
 /// The same facts as the page, for scripts and tests.
 pub async fn json(State(app): State<Arc<AppState>>) -> Response {
-    let (events, triggers, (pending, queued)) = match snapshot(&app, 100).await {
+    let (events, triggers, (pending, queued, parked)) = match snapshot(&app, 100).await {
         Ok(d) => d,
         Err(r) => return r,
     };
     let view = app.graph();
+    let skipped: Vec<_> = skipped_projects(&view, 100)
+        .into_iter()
+        .map(|(project, reason)| serde_json::json!({"project": project, "reason": reason}))
+        .collect();
     axum::Json(serde_json::json!({
         "ready": app.is_ready(),
         "projects": view.graph.project_count(),
         "dependencies": view.graph.edge_count(),
-        "queue": {"pending_events": pending, "queued_triggers": queued},
+        "queue": {"pending_events": pending, "queued_triggers": queued, "parked_events": parked},
+        "skipped": skipped,
         "events": events,
         "triggers": triggers,
     }))
@@ -196,16 +231,31 @@ pub async fn json(State(app): State<Arc<AppState>>) -> Response {
 
 pub async fn page(State(app): State<Arc<AppState>>) -> Response {
     let view = app.graph();
-    let (events, triggers, (pending, queued)) = match snapshot(&app, 30).await {
+    let (events, triggers, (pending, queued, parked)) = match snapshot(&app, 30).await {
         Ok(d) => d,
         Err(r) => return r,
+    };
+    // Rendering a large graph is CPU work: off the async runtime.
+    let rendered = {
+        let view = view.clone();
+        tokio::task::spawn_blocking(move || {
+            (graph_svg(&view.graph, 400), skipped_projects(&view, 100))
+        })
+        .await
+    };
+    let Ok((svg, skipped)) = rendered else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot render the graph\n",
+        )
+            .into_response();
     };
     let mut html = String::from("<!doctype html><meta charset=utf-8><title>gitlab-docker-autodep</title>\
         <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}\
         .failed{color:#b00}.done{color:#070}</style><h1>gitlab-docker-autodep</h1>");
     let _ = write!(
         html,
-        "<p>{} · {} projects, {} dependencies · graph built {} · up {}s · queue: {pending} event(s), {queued} trigger(s)</p>",
+        "<p>{} · {} projects, {} dependencies · graph built {} · up {}s · queue: {pending} event(s), {queued} trigger(s), {parked} parked event(s)</p>",
         if app.is_ready() { "ready" } else { "<b>not ready</b> (first scan running)" },
         view.graph.project_count(),
         view.graph.edge_count(),
@@ -213,8 +263,16 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         app.started.elapsed().as_secs(),
     );
     html.push_str("<h2>Dependency graph</h2><div style=\"overflow:auto\">");
-    html.push_str(&graph_svg(&view.graph, 400));
-    html.push_str("</div><h2>Recent triggers</h2><table><tr><th>updated</th><th>project</th><th>state</th><th>pipeline</th><th>upstream</th><th>error</th></tr>");
+    html.push_str(&svg);
+    html.push_str("</div>");
+    if !skipped.is_empty() {
+        html.push_str("<h2>Skipped projects</h2><ul>");
+        for (project, reason) in &skipped {
+            let _ = write!(html, "<li>{} — {}</li>", escape(project), escape(reason));
+        }
+        html.push_str("</ul>");
+    }
+    html.push_str("<h2>Recent triggers</h2><table><tr><th>updated</th><th>project</th><th>state</th><th>pipeline</th><th>upstream</th><th>error</th></tr>");
     for t in &triggers {
         let pipeline = match (&t.web_url, t.pipeline_id) {
             (Some(url), Some(id)) => format!("<a href=\"{}\">#{id}</a>", escape(url)),

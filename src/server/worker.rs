@@ -28,7 +28,9 @@ fn is_transient(e: &GitLabError) -> bool {
         | GitLabError::Decode { .. }
         | GitLabError::Unauthorized { .. } => true,
         GitLabError::Status { status, .. } => *status == 429 || *status >= 500,
-        GitLabError::Forbidden { .. } | GitLabError::NotFound { .. } => false,
+        GitLabError::Forbidden { .. }
+        | GitLabError::NotFound { .. }
+        | GitLabError::TooLarge { .. } => false,
     }
 }
 
@@ -44,13 +46,16 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
             return;
         }
         let mut busy = false;
-        if app.is_ready() {
+        if app.has_graph() {
             busy |= plan_events(&app).await;
         }
         busy |= fire_triggers(&app).await;
         if let Ok((events, triggers)) = app.store.queue_depth() {
             metrics::gauge!("autodep_queue_events").set(events as f64);
             metrics::gauge!("autodep_queue_triggers").set(triggers as f64);
+        }
+        if let Ok(parked) = app.store.parked_events() {
+            metrics::gauge!("autodep_events_parked").set(parked as f64);
         }
         if busy {
             continue;
@@ -65,6 +70,12 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
 }
 
 /// Turns pending events into queued triggers. Returns whether it did work.
+///
+/// Each event is processed in its own task: an error or a panic costs that
+/// event an attempt (retried with backoff, parked after
+/// `--max-event-attempts`), never the events behind it. Only when GitLab
+/// itself is unreachable or refuses the token do all events wait, without
+/// losing attempts.
 async fn plan_events(app: &Arc<AppState>) -> bool {
     let store = app.store.clone();
     let events = match blocking(move || store.pending_events(200)).await {
@@ -76,13 +87,12 @@ async fn plan_events(app: &Arc<AppState>) -> bool {
     };
     let mut did = false;
     for event in events {
-        let result = match event.kind.as_str() {
-            "pipeline" => plan_pipeline_event(app, &event).await,
-            "push" => refresh_project(app, &event).await,
-            other => Ok((Vec::new(), format!("{other} events are not used"))),
+        let task = {
+            let (app, event) = (app.clone(), event.clone());
+            tokio::spawn(async move { process_event(&app, &event).await })
         };
-        match result {
-            Ok((triggers, outcome)) => {
+        let failure = match task.await {
+            Ok(Ok((triggers, outcome))) => {
                 let store = app.store.clone();
                 let (id, uuid) = (event.id, event.event_uuid.clone());
                 match blocking(move || {
@@ -93,15 +103,76 @@ async fn plan_events(app: &Arc<AppState>) -> bool {
                     Ok(_) => did = true,
                     Err(e) => tracing::error!("cannot record event {}: {e}", event.id),
                 }
+                continue;
             }
-            // GitLab is down or the token is wrong: leave it pending.
-            Err(e) => {
+            // GitLab is down or the token is wrong: everything waits.
+            Ok(Err(e)) if e.is_fatal() => {
                 tracing::warn!("event {} ({}) waits: {e}", event.id, event.project_path);
                 break;
             }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => {
+                metrics::counter!("autodep_event_panics_total").increment(1);
+                format!("processing panicked: {}", panic_text(e))
+            }
+        };
+        did |= event_failed(app, &event, &failure).await;
     }
     did
+}
+
+async fn process_event(
+    app: &Arc<AppState>,
+    event: &StoredEvent,
+) -> Result<(Vec<NewTrigger>, String), GitLabError> {
+    if crate::failpoint::hit("event-panic", &event.project_path) {
+        panic!("failpoint event-panic for {}", event.project_path);
+    }
+    match event.kind.as_str() {
+        "pipeline" => plan_pipeline_event(app, event).await,
+        "push" => refresh_project(app, event).await,
+        other => Ok((Vec::new(), format!("{other} events are not used"))),
+    }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "no message".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Records a failed attempt: retry with backoff, or park the event.
+async fn event_failed(app: &Arc<AppState>, event: &StoredEvent, error: &str) -> bool {
+    let store = app.store.clone();
+    let (id, error) = (event.id, error.to_string());
+    let attempts = event.attempts + 1;
+    let parked = attempts >= app.config.max_event_attempts;
+    let result = if parked {
+        tracing::error!(
+            "event {} ({}) failed {attempts} times and is parked: {error}",
+            event.id,
+            event.project_path
+        );
+        metrics::counter!("autodep_events_parked_total").increment(1);
+        blocking(move || store.event_parked(id, &error)).await
+    } else {
+        let delay = backoff(app.config.retry_delay, event.attempts);
+        tracing::warn!(
+            "event {} ({}) failed, retrying in {delay:?}: {error}",
+            event.id,
+            event.project_path
+        );
+        blocking(move || store.event_retry(id, delay, &error)).await
+    };
+    if let Err(e) = result {
+        tracing::error!("cannot record event {}: {e}", event.id);
+    }
+    true
 }
 
 /// First-level dependents of the project whose pipeline succeeded.
@@ -169,7 +240,8 @@ async fn refresh_project(
     if let Err(e) = blocking(move || store.save_project(&saved)).await {
         tracing::error!("cannot store the refreshed project: {e}");
     }
-    app.patch_project(scanned);
+    let patched = app.clone();
+    blocking(move || patched.patch_project(scanned)).await;
     tracing::info!(project = %event.project_path, "graph patched after a push");
     Ok((Vec::new(), "graph refreshed".into()))
 }

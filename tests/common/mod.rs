@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use gitlab_sim::{PipelineStatus, ProjectSpec, SimBuilder, Simulator};
 
+pub mod hostile;
+pub mod server;
+
 pub const TOKEN: &str = "glpat-e2e";
 /// The simulator's registry for a GitLab on 127.0.0.1.
 pub const REG: &str = "registry.127.0.0.1";

@@ -1,5 +1,5 @@
 //! GitLab's JSON shapes, as the real API and webhooks send them (compared
-//! key by key with `shared/fixtures/gitlab` in the tests).
+//! key by key with `tests/fixtures/gitlab` in the tests).
 
 use base64::Engine;
 use serde_json::{json, Value};

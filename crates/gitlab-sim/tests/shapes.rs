@@ -1,5 +1,5 @@
 //! The simulator's responses and webhooks have the keys and types of the
-//! real GitLab payloads in `shared/fixtures/gitlab`.
+//! real GitLab payloads in `tests/fixtures/gitlab`.
 
 mod common;
 

@@ -9,7 +9,7 @@ pub const TOKEN: &str = "glpat-test";
 
 pub fn fixture(path: &str) -> Value {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/gitlab")
+        .join("../../tests/fixtures/gitlab")
         .join(path);
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
