@@ -1,7 +1,7 @@
 //! `server` and `demo`: the webhook server from the command line, and a
 //! guided run against the embedded simulated GitLab.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use anyhow::Context;
 use gitlab_docker_autodep::gitlab::{ClientConfig, Credential, GitLab};
 use gitlab_docker_autodep::graph::Target;
 use gitlab_docker_autodep::image::Registry;
+use gitlab_docker_autodep::plan::TriggerPlan;
 use gitlab_docker_autodep::server::{self, ServerConfig};
 use gitlab_sim::{PipelineStatus, ProjectSpec, SimBuilder};
 
@@ -188,28 +189,127 @@ pub async fn run(pipeline_duration: Duration) -> anyhow::Result<u8> {
             break;
         }
     }
-    let pipelines = sim.pipelines();
-    let failed: Vec<_> = pipelines
-        .iter()
-        .filter(|p| p.status != PipelineStatus::Success)
-        .map(|p| p.project_path.clone())
-        .collect();
+    let plan = view.graph.plan(&Target::Project(base), true);
+    let outcome = Outcome::of(&plan, &sim.pipelines());
     println!(
-        "\nQuiet after {:.1}s: {} pipelines, {} failed ({}). apps/legacy (archived) and apps/pinned (digest) were not triggered;",
+        "\nQuiet after {:.1}s: {}",
         started.elapsed().as_secs_f64(),
-        pipelines.len(),
-        failed.len(),
-        failed.join(", ")
+        outcome.summary()
     );
-    println!("apps/flaky failed, so nothing built on it would have been triggered.\n\nThe graph (graph --format text):\n");
+    println!("\nThe graph (graph --format text):\n");
     print!("{}", server.app.graph().graph.to_text());
     server.shutdown().await?;
     let _ = std::fs::remove_dir_all(&state);
-    Ok(if failed.iter().all(|p| p == "apps/flaky") {
+    Ok(if outcome.as_planned() {
         EXIT_OK
     } else {
         EXIT_PIPELINE_FAILED
     })
+}
+
+/// What the cascade did, against what the plan said it would do.
+struct Outcome {
+    /// Pipelines the server created, per project.
+    triggered: BTreeMap<String, usize>,
+    failed: Vec<String>,
+    /// Planned, not triggered, and not below a failure: lost.
+    missing: Vec<String>,
+    /// Planned, not triggered, because an upstream failed.
+    pruned: Vec<String>,
+    /// Triggered but not in the plan.
+    unexpected: Vec<String>,
+    skipped: Vec<String>,
+}
+
+impl Outcome {
+    fn of(plan: &TriggerPlan, pipelines: &[gitlab_sim::Pipeline]) -> Outcome {
+        let mut triggered: BTreeMap<String, usize> = BTreeMap::new();
+        for p in pipelines.iter().filter(|p| p.source != "push") {
+            *triggered.entry(p.project_path.clone()).or_default() += 1;
+        }
+        let failed: Vec<String> = pipelines
+            .iter()
+            .filter(|p| p.status != PipelineStatus::Success)
+            .map(|p| p.project_path.clone())
+            .collect();
+        let mut pruned: Vec<String> = Vec::new();
+        let mut missing = Vec::new();
+        for t in &plan.triggers {
+            if triggered.contains_key(&t.project) {
+                continue;
+            }
+            let below_failure = t
+                .waits_for_paths
+                .iter()
+                .any(|u| failed.contains(u) || pruned.contains(u));
+            if below_failure {
+                pruned.push(t.project.clone());
+            } else {
+                missing.push(t.project.clone());
+            }
+        }
+        let unexpected = triggered
+            .keys()
+            .filter(|p| !plan.triggers.iter().any(|t| &t.project == *p))
+            .cloned()
+            .collect();
+        let skipped = plan
+            .skipped
+            .iter()
+            .map(|s| format!("{} ({})", s.project, s.reason))
+            .collect();
+        Outcome {
+            triggered,
+            failed,
+            missing,
+            pruned,
+            unexpected,
+            skipped,
+        }
+    }
+
+    /// Each planned project triggered once, or left out below a failure;
+    /// nothing else triggered.
+    fn as_planned(&self) -> bool {
+        self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && self.triggered.values().all(|n| *n == 1)
+    }
+
+    fn summary(&self) -> String {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let doubled: Vec<String> = self
+            .triggered
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(p, n)| format!("{p} ×{n}"))
+            .collect();
+        let mut text = format!(
+            "{} project(s) triggered, {} failed ({}); not triggered below a failure: {}; left out by the plan: {}.",
+            self.triggered.len(),
+            self.failed.len(),
+            list(&self.failed),
+            list(&self.pruned),
+            list(&self.skipped),
+        );
+        if self.as_planned() {
+            text.push_str("\nEvery planned project was triggered once.");
+        } else {
+            text.push_str(&format!(
+                "\nNOT as planned: never triggered {}; triggered outside the plan {}; triggered more than once {}.",
+                list(&self.missing),
+                list(&self.unexpected),
+                list(&doubled)
+            ));
+        }
+        text
+    }
 }
 
 /// A fresh state directory for the demo's server.

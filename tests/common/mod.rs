@@ -94,3 +94,19 @@ pub fn triggered(sim: &Simulator) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Whether an external tool a check needs is installed. Without it the
+/// check is skipped (scripts/test says so), except with CI=true, where every
+/// check is required.
+pub fn have_tool(name: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is required when CI=true"
+        );
+        eprintln!("skipped: {name} is not installed");
+    }
+    found
+}
