@@ -84,7 +84,14 @@ pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
     } else {
         bail!(UsageError("no access token: pass --token-file FILE, set GITLAB_TOKEN, or run inside GitLab CI (CI_JOB_TOKEN)".into()));
     };
-    let registry = if g.registries.is_empty() {
+    // Inside GitLab CI the job knows its registry (often `host:5050`).
+    let ci_registry = std::env::var("CI_REGISTRY")
+        .ok()
+        .filter(|r| !r.trim().is_empty());
+    let registry = if let (true, Some(ci)) = (g.registries.is_empty(), &ci_registry) {
+        Registry::new([ci.as_str()])
+            .ok_or_else(|| UsageError(format!("CI_REGISTRY={ci:?} is not a host name")))?
+    } else if g.registries.is_empty() {
         Registry::default_for_gitlab_host(url.host_str().unwrap_or_default())
     } else {
         Registry::new(&g.registries)

@@ -70,6 +70,35 @@ pub enum TargetError {
         registry: String,
         path: String,
     },
+    #[error("no scanned project is built on {image}{}. Check the name (tags are ignored); `graph` lists every image in use", closest_text(.closest))]
+    Unused { image: String, closest: Vec<String> },
+}
+
+fn closest_text(closest: &[String]) -> String {
+    if closest.is_empty() {
+        String::new()
+    } else {
+        format!("; the closest names that are: {}", closest.join(", "))
+    }
+}
+
+/// Edit distance (insertions, deletions, substitutions), on at most 256
+/// characters of each side.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().take(256).collect();
+    let b: Vec<char> = b.chars().take(256).collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            let next = (prev + cost).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn state_name(state: &DockerfileState) -> &'static str {
@@ -274,8 +303,49 @@ impl DependencyGraph {
                     })
                 }
             }
-            ImageOwner::External => Ok(Target::External(parsed.name())),
+            ImageOwner::External => {
+                let name = parsed.name();
+                if self.external_users(&name).next().is_some() {
+                    Ok(Target::External(name))
+                } else {
+                    Err(TargetError::Unused {
+                        closest: self.closest_names(&name),
+                        image: name,
+                    })
+                }
+            }
         }
+    }
+
+    /// Up to three images in use (external, or a project's) whose names are
+    /// closest to `name`, for "did you mean".
+    fn closest_names(&self, name: &str) -> Vec<String> {
+        let projects = self
+            .graph
+            .node_indices()
+            .filter(|n| {
+                self.graph
+                    .edges_directed(*n, Direction::Outgoing)
+                    .next()
+                    .is_some()
+            })
+            .map(|n| {
+                format!(
+                    "{}/{}",
+                    self.registry.primary(),
+                    self.graph[n].path.to_lowercase()
+                )
+            });
+        let mut scored: Vec<(usize, String)> = self
+            .external
+            .keys()
+            .cloned()
+            .chain(projects)
+            .map(|candidate| (edit_distance(name, &candidate), candidate))
+            .filter(|(d, _)| *d <= 3.max(name.len() / 4))
+            .collect();
+        scored.sort();
+        scored.into_iter().take(3).map(|(_, c)| c).collect()
     }
 
     pub fn describe(&self, target: &Target) -> String {

@@ -503,3 +503,71 @@ async fn a_project_that_cannot_be_read_is_reported_and_the_rest_goes_on() {
         .count();
     assert_eq!(tries, 3, "one request and two retries");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_nothing_uses_is_a_usage_error_with_the_closest_names() {
+    let sim = start(vec![
+        image_project("g/a", &[]).dockerfile("FROM alpine:3.19\n"),
+        image_project("g/c", &[]).dockerfile("FROM debian\n"),
+    ])
+    .await;
+    for args in [["rebuild", "alpin"], ["deps", "alpin"]] {
+        let out = autodep(&sim, &args).await;
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("no scanned project is built on docker.io/library/alpin")
+                && err.contains("closest names that are: docker.io/library/alpine"),
+            "{err}"
+        );
+    }
+    assert!(triggered(&sim).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_the_token_may_not_read_is_skipped_without_failing_the_run() {
+    let sim = start(vec![
+        image_project("g/base", &[]),
+        image_project("g/app", &["g/base"]),
+        image_project("g/guest-only", &["g/base"]),
+    ])
+    .await;
+    // A Guest member sees the project but gets 403 on its files.
+    sim.set_faults(Faults {
+        latency_ms: None,
+        rules: vec![FaultRule::new("file_raw", FaultKind::Error { status: 403 })
+            .path_contains("/projects/3/")],
+    });
+    let out = autodep(&sim, &["rebuild", "g/base"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(lines(&out), ["g/app"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("g/guest-only: Dockerfile not readable with this token; skipped"),
+        "{err}"
+    );
+    let tries = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/projects/3/"))
+        .count();
+    assert_eq!(tries, 1, "a 403 is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inside_gitlab_ci_the_registry_is_ci_registry() {
+    let sim = start(vec![
+        image_project("g/base", &[]),
+        image_project("g/app", &[]).dockerfile("FROM gitlab.example.com:5050/g/base:1\n"),
+    ])
+    .await;
+    let url = sim.url();
+    let env = [
+        ("GITLAB_URL", url.as_str()),
+        ("GITLAB_TOKEN", TOKEN),
+        ("CI_REGISTRY", "gitlab.example.com:5050"),
+    ];
+    let out = autodep_env(&env, &["rebuild", "--dry-run", "g/base"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(lines(&out), ["g/app"]);
+}

@@ -57,6 +57,8 @@ pub fn binary() -> tokio::process::Command {
         "CI_JOB_TOKEN",
         "AUTODEP_LOG",
         "AUTODEP_WEBHOOK_TOKEN",
+        "CI_REGISTRY",
+        "AUTODEP_FAILPOINTS",
     ] {
         cmd.env_remove(var);
     }
