@@ -168,6 +168,15 @@ pub enum Command {
         pipeline_duration: Duration,
     },
 
+    /// Exit 0 when a server answers on its /healthz, 1 otherwise (for a
+    /// container's HEALTHCHECK: the image has no curl).
+    Healthcheck {
+        /// The server's health URL (default: http://127.0.0.1:$AUTODEP_PORT/healthz,
+        /// port 14001 when unset).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -219,11 +228,13 @@ pub struct RebuildArgs {
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Address to listen on. Put a TLS reverse proxy in front for anything but loopback.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address to listen on (env AUTODEP_HOST; the container image sets
+    /// 0.0.0.0). Put a TLS reverse proxy in front for anything but loopback.
+    #[arg(long, env = "AUTODEP_HOST", default_value = "127.0.0.1")]
     pub host: String,
 
-    #[arg(long, default_value_t = 14001)]
+    /// Port to listen on (env AUTODEP_PORT).
+    #[arg(long, env = "AUTODEP_PORT", default_value_t = 14001)]
     pub port: u16,
 
     /// Secret GitLab sends as X-Gitlab-Token (env AUTODEP_WEBHOOK_TOKEN).
@@ -239,9 +250,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE")]
     pub webhook_auth_token_file: Option<PathBuf>,
 
-    /// Directory for the state database (default: $STATE_DIRECTORY, else
-    /// $XDG_STATE_HOME/gitlab-docker-autodep, else ~/.local/state/gitlab-docker-autodep).
-    #[arg(long, value_name = "DIR")]
+    /// Directory for the state database (env AUTODEP_STATE_DIR; default:
+    /// $STATE_DIRECTORY, else $XDG_STATE_HOME/gitlab-docker-autodep, else
+    /// ~/.local/state/gitlab-docker-autodep).
+    #[arg(long, env = "AUTODEP_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
     /// Full rescan interval.

@@ -244,6 +244,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::demo::serve(s, args).await
         }
         Command::Demo { pipeline_duration } => crate::demo::run(pipeline_duration).await,
+        Command::Healthcheck { url } => Ok(healthcheck(url).await),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(
@@ -257,6 +258,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Manpage => {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(EXIT_OK)
+        }
+    }
+}
+
+/// GET the server's `/healthz` with a short timeout: 0 when it answers 200.
+async fn healthcheck(url: Option<String>) -> u8 {
+    let url = url.unwrap_or_else(|| {
+        let port = std::env::var("AUTODEP_PORT").unwrap_or_else(|_| "14001".into());
+        format!("http://127.0.0.1:{port}/healthz")
+    });
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build();
+    match client.map(|c| c.get(&url)) {
+        Ok(request) => match request.send().await {
+            Ok(r) if r.status().is_success() => EXIT_OK,
+            Ok(r) => {
+                eprintln!("{url} answered {}", r.status());
+                1
+            }
+            Err(e) => {
+                eprintln!("{url}: {e}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("cannot make an HTTP client: {e}");
+            1
         }
     }
 }

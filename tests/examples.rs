@@ -32,6 +32,7 @@ fn the_tools_own_dockerfile() {
         images,
         [
             ("rust:1.95-alpine".to_string(), false),
+            ("alpine:3.22".to_string(), false),
             ("alpine:3.22".to_string(), false)
         ]
     );
@@ -56,30 +57,60 @@ fn the_tools_own_dockerfile() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_gitlab_ci_snippet_rebuilds_dependents() {
+async fn the_ci_component_and_its_include_rebuild_dependents() {
     let sim = start(vec![
         image_project("platform/base", &[]),
-        image_project("apps/api", &["platform/base"]),
+        image_project("platform/python", &["platform/base"]),
+        image_project("apps/api", &["platform/python"]),
     ])
     .await;
-    let snippet = read("examples/gitlab-ci/rebuild-dependents.yml");
-    let line = snippet
+    let component = read("templates/rebuild-dependents.yml");
+    let (spec, job) = component
+        .split_once("\n---\n")
+        .expect("spec, then the job, as the CI/CD catalog expects");
+    assert!(spec.contains("spec:\n  inputs:\n"), "{spec}");
+    // Every input the job uses is declared, with a default.
+    let used: Vec<&str> = job
+        .split("$[[ inputs.")
+        .skip(1)
+        .map(|rest| rest.split(" ]]").next().unwrap())
+        .collect();
+    assert!(used.contains(&"target") && used.contains(&"options"));
+    for input in &used {
+        let declared = format!("\n    {input}:\n");
+        assert!(spec.contains(&declared), "input {input} is not declared");
+        let body = spec.split(&declared).nth(1).unwrap();
+        assert!(
+            body.lines()
+                .take_while(|l| l.starts_with("      "))
+                .any(|l| l.trim_start().starts_with("default:")),
+            "{input} has no default"
+        );
+    }
+    // The include in examples/ passes inputs the component declares.
+    let include = read("examples/gitlab-ci/rebuild-dependents.yml");
+    assert!(include.contains("/rebuild-dependents@"), "{include}");
+    let options = include
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("options: "))
+        .expect("the include sets options");
+    // The job's script with the include's inputs, run as GitLab would.
+    let line = job
         .lines()
         .find(|l| l.contains("gitlab-docker-autodep rebuild"))
-        .expect("a rebuild line");
-    let command = line.trim().trim_start_matches("- ").replace(
-        "\"$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA\"",
-        &format!("{REG}/platform/base:0a1b2c3d"),
-    );
-    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
-    let out = autodep_env(
-        &[("CI_SERVER_URL", &sim.url()), ("GITLAB_TOKEN", TOKEN)],
-        &args,
-    )
-    .await;
+        .expect("a rebuild line")
+        .trim()
+        .trim_start_matches("- ")
+        .replace("$[[ inputs.options ]]", options)
+        .replace(
+            "\"$[[ inputs.target ]]\"",
+            &format!("{REG}/platform/base:0a1b2c3d"),
+        );
+    let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let url = sim.url();
+    let out = autodep_env(&[("CI_SERVER_URL", &url), ("GITLAB_TOKEN", TOKEN)], &args).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(lines(&out), ["apps/api"]);
-    assert_eq!(triggered(&sim), ["apps/api"]);
+    assert_eq!(triggered(&sim), ["apps/api", "platform/python"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -225,4 +256,122 @@ fn completions_and_man_page_are_generated() {
     let text = String::from_utf8_lossy(&man.stdout);
     assert!(text.starts_with(".ie") || text.contains(".TH"), "{text}");
     assert!(text.contains("rebuild"));
+}
+
+/// The instructions of one stage of the tool's Dockerfile, continuation
+/// lines joined.
+fn stage(text: &str, name: &str) -> Vec<String> {
+    let joined = text.replace("\\\n", " ");
+    let mut lines = joined.lines().map(str::trim);
+    lines
+        .by_ref()
+        .find(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {name}")))
+        .unwrap_or_else(|| panic!("no stage {name}"));
+    lines
+        .take_while(|l| !l.starts_with("FROM "))
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn env_of(stage: &[String]) -> Vec<(String, String)> {
+    stage
+        .iter()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// What can be checked of the container images without a Docker daemon:
+/// both final stages run as a non-root user that owns the state volume,
+/// listen on 0.0.0.0 and have a HEALTHCHECK; the default image has a shell
+/// and no ENTRYPOINT (a GitLab CI job image); and the binary, run with the
+/// image's environment, serves on 0.0.0.0 and passes the HEALTHCHECK command,
+/// which fails once the server is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_container_images_run_as_operators_expect() {
+    let text = read("Dockerfile");
+    let build = stage(&text, "build");
+    let last_from = text.lines().rfind(|l| l.starts_with("FROM ")).unwrap();
+    assert_eq!(last_from, "FROM alpine:3.22 AS alpine", "the default image");
+    for name in ["minimal", "alpine"] {
+        let s = stage(&text, name);
+        let user = s.iter().find_map(|l| l.strip_prefix("USER ")).unwrap();
+        assert!(
+            !user.starts_with('0') && !user.starts_with("root"),
+            "{name}: USER {user}"
+        );
+        let uid = user.split(':').next().unwrap();
+        assert!(
+            build.iter().any(|l| l.contains(&format!("chown -R {uid}:"))
+                && l.contains("/var/lib/gitlab-docker-autodep")),
+            "the state directory is owned by {uid}"
+        );
+        let env = env_of(&s);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("AUTODEP_HOST"), Some("0.0.0.0"), "{name}");
+        assert_eq!(
+            get("AUTODEP_STATE_DIR"),
+            Some("/var/lib/gitlab-docker-autodep")
+        );
+        assert!(s
+            .iter()
+            .any(|l| l == "VOLUME [\"/var/lib/gitlab-docker-autodep\"]"));
+        assert!(
+            s.iter()
+                .any(|l| l.starts_with("HEALTHCHECK") && l.contains("healthcheck")),
+            "{name} has a HEALTHCHECK"
+        );
+    }
+    assert!(
+        !stage(&text, "alpine")
+            .iter()
+            .any(|l| l.starts_with("ENTRYPOINT")),
+        "a CI job image must not have an ENTRYPOINT"
+    );
+
+    // The binary with the image's environment (state in a temporary
+    // directory instead of the volume, any free port).
+    let sim = start(vec![image_project("g/base", &[])]).await;
+    let state = tempfile::tempdir().unwrap();
+    let env = env_of(&stage(&text, "alpine"));
+    let mut cmd = binary();
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("AUTODEP_PORT", "0")
+        .env("AUTODEP_STATE_DIR", state.path())
+        .env("GITLAB_URL", sim.url())
+        .env("GITLAB_TOKEN", TOKEN)
+        .env("AUTODEP_WEBHOOK_TOKEN", "secret")
+        .arg("server")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut server = cmd.spawn().unwrap();
+    let mut out = tokio::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+        .await
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening on http://0.0.0.0:")
+        .unwrap_or_else(|| panic!("not on 0.0.0.0: {line}"));
+    let health = |port: String| async move {
+        binary()
+            .arg("healthcheck")
+            .env("AUTODEP_PORT", port)
+            .output()
+            .await
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(health(port.to_string()).await, Some(0));
+    server.kill().await.unwrap();
+    server.wait().await.unwrap();
+    assert_eq!(health(port.to_string()).await, Some(1));
 }
