@@ -250,6 +250,11 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE")]
     pub webhook_auth_token_file: Option<PathBuf>,
 
+    /// Accept webhooks without a secret: anyone who reaches the server can
+    /// make it trigger pipelines. Warned about at every start.
+    #[arg(long, conflicts_with_all = ["webhook_auth_token", "webhook_auth_token_file"])]
+    pub insecure_no_webhook_auth: bool,
+
     /// Directory for the state database (env AUTODEP_STATE_DIR; default:
     /// $STATE_DIRECTORY, else $XDG_STATE_HOME/gitlab-docker-autodep, else
     /// ~/.local/state/gitlab-docker-autodep).
@@ -280,4 +285,32 @@ pub struct ServerArgs {
     /// triggers. Parked events show on the status page and in metrics.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_event_attempts: u32,
+
+    /// Connections open at once; a further one is closed at once.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
+
+    /// Webhook requests handled at once; more wait for a slot.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_concurrent_requests: u32,
+
+    /// A request's headers must arrive within this time (slow clients are cut off).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// A request's body must arrive within this time.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// Serve the status pages (/, /status.json, /metrics) on this address
+    /// instead of the main one, e.g. 127.0.0.1:14002. Without it they are
+    /// served on the main address only when that is loopback, or with
+    /// --status-token.
+    #[arg(long, value_name = "ADDR")]
+    pub status_listen: Option<std::net::SocketAddr>,
+
+    /// Require `Authorization: Bearer TOKEN` for the status pages (read from
+    /// this file, first line).
+    #[arg(long, value_name = "FILE")]
+    pub status_token_file: Option<PathBuf>,
 }

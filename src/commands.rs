@@ -30,12 +30,10 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<UsageError>().is_some() {
             return EXIT_USAGE;
         }
-        if let Some(g) = cause.downcast_ref::<GitLabError>() {
-            return if g.is_fatal() {
-                EXIT_GITLAB
-            } else {
-                EXIT_PIPELINE_FAILED
-            };
+        // A pipeline that fails or cannot be created is a result (exit 1),
+        // never an error; any GitLab error that stops a command is 3.
+        if cause.downcast_ref::<GitLabError>().is_some() {
+            return EXIT_GITLAB;
         }
     }
     EXIT_PIPELINE_FAILED
@@ -62,8 +60,23 @@ pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
                 "no GitLab URL: pass --url https://gitlab.example.com or set GITLAB_URL".into(),
             )
         })?;
-    let url = reqwest::Url::parse(&url_text)
-        .ok()
+    let parsed = reqwest::Url::parse(&url_text).ok();
+    if parsed
+        .as_ref()
+        .is_some_and(|u| !u.username().is_empty() || u.password().is_some())
+        || url_text
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| rest.split('/').next().unwrap_or("").contains('@'))
+    {
+        bail!(UsageError(
+            "--url holds credentials (user:password@host): they would end up in logs, errors and \
+             the state database. Give the URL without them and the token with --token-file FILE \
+             (or GITLAB_TOKEN)"
+                .into()
+        ));
+    }
+    let url = parsed
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
         .ok_or_else(|| UsageError(format!("--url {url_text:?} is not an http(s) URL; write it like https://gitlab.example.com")))?;
     let credential = if let Some(token) = g.token.clone().filter(|t| !t.is_empty()) {

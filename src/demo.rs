@@ -19,25 +19,26 @@ use crate::commands::{Settings, UsageError, EXIT_OK, EXIT_PIPELINE_FAILED};
 pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
     let webhook_token = match (&args.webhook_auth_token, &args.webhook_auth_token_file) {
         (Some(t), _) => Some(t.clone()),
-        (None, Some(file)) => {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                UsageError(format!(
-                    "cannot read --webhook-auth-token-file {}: {e}",
-                    file.display()
-                ))
-            })?;
-            let token = text.lines().next().unwrap_or("").trim().to_string();
-            if token.is_empty() {
-                return Err(UsageError(format!(
-                    "--webhook-auth-token-file {} is empty",
-                    file.display()
-                ))
-                .into());
-            }
-            Some(token)
+        (None, Some(file)) => Some(first_line(file, "--webhook-auth-token-file")?),
+        (None, None) if args.insecure_no_webhook_auth => None,
+        (None, None) => {
+            return Err(UsageError(
+                "no webhook secret: give one with --webhook-auth-token-file FILE (or \
+                 AUTODEP_WEBHOOK_TOKEN), the same as the hooks' Secret token in GitLab. \
+                 To accept unauthenticated webhooks anyway, pass --insecure-no-webhook-auth"
+                    .into(),
+            )
+            .into())
         }
-        (None, None) => None,
     };
+    if webhook_token.as_deref() == Some("") {
+        return Err(UsageError(
+            "the webhook secret is empty, which would let anyone in: give a secret with \
+             --webhook-auth-token-file FILE, or pass --insecure-no-webhook-auth on purpose"
+                .into(),
+        )
+        .into());
+    }
     let listen: SocketAddr = tokio::net::lookup_host((args.host.as_str(), args.port))
         .await
         .ok()
@@ -48,19 +49,28 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
                 args.host
             ))
         })?;
+    let status_token = match &args.status_token_file {
+        Some(file) => Some(first_line(file, "--status-token-file")?),
+        None => None,
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(server::default_state_dir);
     let config = ServerConfig {
-        listen,
-        webhook_token,
-        state_dir: args
-            .state_dir
-            .clone()
-            .unwrap_or_else(server::default_state_dir),
         refresh_interval: args.refresh_interval,
         max_body_bytes: args.max_body_bytes,
         trigger_parallelism: args.trigger_parallelism as usize,
         retry_delay: args.trigger_retry_delay,
         max_event_attempts: args.max_event_attempts,
         match_keyword: s.match_keyword.clone(),
+        max_connections: args.max_connections as usize,
+        max_concurrent_requests: args.max_concurrent_requests as usize,
+        header_read_timeout: args.header_read_timeout,
+        body_read_timeout: args.body_read_timeout,
+        status_listen: args.status_listen,
+        status_token,
+        ..ServerConfig::new(listen, webhook_token, state_dir)
     };
     tracing::info!(state_dir = %config.state_dir.display(), "state directory");
     server::run(s.gitlab, s.registry, config).await?;
@@ -104,15 +114,12 @@ pub async fn run(pipeline_duration: Duration) -> anyhow::Result<u8> {
     let url = reqwest::Url::parse(&sim.url())?;
     let gitlab = GitLab::new(ClientConfig::new(url, Credential::Token(token.into())))?;
     let config = ServerConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        webhook_token: Some(secret.into()),
-        state_dir: state.clone(),
-        refresh_interval: Duration::from_secs(3600),
-        max_body_bytes: 4 * 1024 * 1024,
-        trigger_parallelism: 8,
         retry_delay: Duration::from_secs(1),
-        max_event_attempts: 8,
-        match_keyword: None,
+        ..ServerConfig::new(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(secret.into()),
+            state.clone(),
+        )
     };
     let server = server::start(
         gitlab,
@@ -310,6 +317,17 @@ impl Outcome {
         }
         text
     }
+}
+
+/// The first line of a secret file, which must not be empty.
+fn first_line(file: &std::path::Path, option: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| UsageError(format!("cannot read {option} {}: {e}", file.display())))?;
+    let line = text.lines().next().unwrap_or("").trim().to_string();
+    if line.is_empty() {
+        return Err(UsageError(format!("{option} {} is empty", file.display())).into());
+    }
+    Ok(line)
 }
 
 /// A fresh state directory for the demo's server.

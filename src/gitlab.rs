@@ -112,6 +112,12 @@ pub enum GitLabError {
     Decode { path: String, detail: String },
     #[error("{path} is larger than {limit} bytes; not read")]
     TooLarge { path: String, limit: usize },
+    #[error("GitLab redirected {path} ({status}) to {to:?}, outside {}; not followed, so the token is not sent there. Check --url (scheme, host and port)", "the --url origin")]
+    Redirected {
+        path: String,
+        status: u16,
+        to: String,
+    },
 }
 
 impl GitLabError {
@@ -119,7 +125,9 @@ impl GitLabError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            GitLabError::Unauthorized { .. } | GitLabError::Unreachable { .. }
+            GitLabError::Unauthorized { .. }
+                | GitLabError::Unreachable { .. }
+                | GitLabError::Redirected { .. }
         )
     }
 
@@ -176,6 +184,23 @@ pub struct Pipeline {
 pub struct FileContent {
     pub text: String,
     pub blob_id: Option<String>,
+}
+
+/// Follows a redirect only within GitLab's own origin (scheme, host and
+/// port of `--url`): the token goes nowhere else, and never over plain
+/// http when `--url` is https. Otherwise the 3xx is returned as it is, and
+/// [`GitLab::send`] reports where GitLab pointed.
+fn same_origin_redirects(base: &reqwest::Url) -> reqwest::redirect::Policy {
+    let origin = base.origin();
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else if attempt.url().origin() == origin {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 /// Reads a body of at most `limit` bytes (invalid UTF-8 replaced); `None`
@@ -245,6 +270,7 @@ pub struct GitLab {
 impl GitLab {
     pub fn new(config: ClientConfig) -> Result<GitLab, GitLabError> {
         let mut builder = reqwest::Client::builder()
+            .redirect(same_origin_redirects(&config.url))
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(config.concurrency.max(1))
@@ -341,6 +367,20 @@ impl GitLab {
             let last = attempt >= self.config.attempts;
             match outcome {
                 Ok((status, headers, text)) if status.is_success() => return Ok((headers, text)),
+                Ok((status, headers, _)) if status.is_redirection() => {
+                    let to = headers
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("nowhere")
+                        .chars()
+                        .take(200)
+                        .collect();
+                    return Err(GitLabError::Redirected {
+                        path: path.to_string(),
+                        status: status.as_u16(),
+                        to,
+                    });
+                }
                 Ok((status, headers, text)) => {
                     let retryable =
                         status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();

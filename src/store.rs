@@ -69,6 +69,31 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
+/// Creates the state directory (0700) and the database file (0600) when
+/// they do not exist yet, so that SQLite's journal files, which take the
+/// database's mode, are private too. An existing directory (a systemd
+/// `StateDirectory`, a mounted volume) keeps its mode.
+fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(database)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
 /// Brings a database written by an earlier version up to date.
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     let has_attempts: bool = conn
@@ -167,7 +192,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(|e| {
+        private_files(dir, &path).map_err(|e| {
             open_err(rusqlite::Error::InvalidPath(
                 format!("{}: {e}", dir.display()).into(),
             ))

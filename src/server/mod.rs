@@ -6,6 +6,7 @@
 //! The graph is loaded from the store at start (serving at once), rescanned
 //! every refresh interval, and patched by push events in between.
 
+mod listener;
 mod status;
 pub mod webhook;
 mod worker;
@@ -18,10 +19,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{watch, Notify};
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::gitlab::GitLab;
 use crate::graph::DependencyGraph;
@@ -44,6 +45,39 @@ pub struct ServerConfig {
     /// Attempts at one event before it is parked.
     pub max_event_attempts: u32,
     pub match_keyword: Option<String>,
+    /// Connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Webhook requests handled at once; more wait for a slot.
+    pub max_concurrent_requests: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    /// Serve `/`, `/status.json` and `/metrics` here instead of on `listen`.
+    pub status_listen: Option<SocketAddr>,
+    /// A bearer token the status surfaces require.
+    pub status_token: Option<String>,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but where to listen, the secret and the state.
+    pub fn new(listen: SocketAddr, webhook_token: Option<String>, state_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen,
+            webhook_token,
+            state_dir,
+            refresh_interval: Duration::from_secs(3600),
+            max_body_bytes: 4 * 1024 * 1024,
+            trigger_parallelism: 8,
+            retry_delay: Duration::from_secs(5),
+            max_event_attempts: 8,
+            match_keyword: None,
+            max_connections: 512,
+            max_concurrent_requests: 64,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            status_listen: None,
+            status_token: None,
+        }
+    }
 }
 
 /// The graph and the scan it was built from, replaced as a whole.
@@ -175,16 +209,32 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
+/// `/webhook` and the health checks, plus the status surfaces unless they
+/// have a listener of their own.
 pub fn router(app: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/webhook", post(webhook::handle))
+    let webhook = post(webhook::handle).layer(GlobalConcurrencyLimitLayer::new(
+        app.config.max_concurrent_requests.max(1),
+    ));
+    let router = Router::new()
+        .route("/webhook", webhook)
         .route("/healthz", get(status::healthz))
-        .route("/readyz", get(status::readyz))
+        .route("/readyz", get(status::readyz));
+    let router = if app.config.status_listen.is_none() {
+        router.merge(status_router(app.clone()))
+    } else {
+        router
+    };
+    router.with_state(app)
+}
+
+/// `/`, `/status.json`, `/metrics`: project paths, pipeline URLs and GitLab's
+/// error texts, so guarded (see [`status::guard`]).
+fn status_router(app: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
         .route("/metrics", get(status::metrics))
         .route("/", get(status::page))
         .route("/status.json", get(status::json))
-        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
-        .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(app, status::guard))
 }
 
 /// A running server, for tests and the demo.
@@ -262,22 +312,41 @@ pub async fn start(
         stopped.clone(),
         worker::run,
     ));
+    let limits = listener::Limits {
+        max_connections: app.config.max_connections,
+        header_read_timeout: app.config.header_read_timeout,
+        body_read_timeout: app.config.body_read_timeout,
+    };
+    let status_server = match app.config.status_listen {
+        Some(at) => {
+            let status_listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on --status-listen {at}"))?;
+            tracing::info!(addr = %status_listener.local_addr()?, "status pages listening");
+            let routes = status_router(app.clone()).with_state(app.clone());
+            Some(tokio::spawn(listener::serve(
+                status_listener,
+                routes,
+                limits,
+                stopped.clone(),
+            )))
+        }
+        None => None,
+    };
     let server_app = router(app.clone());
-    let mut server_stop = stopped.clone();
+    let server_stop = stopped.clone();
     let done = tokio::spawn(async move {
-        axum::serve(listener, server_app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
-            .await
-            .context("the HTTP server failed")?;
+        listener::serve(listener, server_app, limits, server_stop).await;
+        if let Some(status) = status_server {
+            let _ = status.await;
+        }
         refresher.abort();
         worker.await.context("the worker failed")?;
         Ok(())
     });
     if app.config.webhook_token.is_none() {
         tracing::warn!(
-            "no --webhook-auth-token: anyone who can reach {addr} can make us trigger pipelines"
+            "--insecure-no-webhook-auth: webhooks are not authenticated; anyone who can reach {addr} can make us trigger pipelines"
         );
     }
     tracing::info!(%addr, "webhook server listening");

@@ -6,12 +6,75 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
+use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::graph::DependencyGraph;
+
+/// The status surfaces list private project paths, pipeline URLs and
+/// GitLab's error texts. With `--status-token` they need `Authorization:
+/// Bearer TOKEN`; without one they are served only on a loopback listener
+/// (or `--status-listen`, the operator's choice). Every answer carries a
+/// strict Content-Security-Policy.
+pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let denied = match &app.config.status_token {
+        Some(token) => {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            (!bool::from(given.as_bytes().ct_eq(token.as_bytes()))).then(|| {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "the status pages need Authorization: Bearer <--status-token>\n",
+                )
+                    .into_response()
+            })
+        }
+        None if app.config.status_listen.is_none() && !app.config.listen.ip().is_loopback() => Some(
+            (
+                StatusCode::FORBIDDEN,
+                "the status pages are served on loopback only: use --status-listen 127.0.0.1:PORT \
+                     or --status-token\n",
+            )
+                .into_response(),
+        ),
+        None => None,
+    };
+    let mut response = match denied {
+        Some(r) => r,
+        None => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+             frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// A link target only when it is http(s); anything else (`javascript:`,
+/// `data:`) is not rendered as a link.
+fn safe_href(url: &str) -> Option<String> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    (lower.starts_with("https://") || lower.starts_with("http://")).then(|| escape(url))
+}
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -142,14 +205,16 @@ pub fn graph_svg(g: &DependencyGraph, limit: usize) -> String {
     for (n, (x, y)) in &pos {
         let node = g.node(*n);
         let fill = if node.archived { "#eee" } else { "#e8f0fe" };
-        let _ = write!(
-            svg,
-            r##"<a href="{}"><rect x="{x}" y="{y}" width="{w}" height="{h}" rx="4" fill="{fill}" stroke="#4a6fa5"/><text x="{}" y="{}">{}</text></a>"##,
-            escape(&node.web_url),
+        let shape = format!(
+            r##"<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="4" fill="{fill}" stroke="#4a6fa5"/><text x="{}" y="{}">{}</text>"##,
             x + 6.0,
             y + 17.0,
             escape(&node.path)
         );
+        let _ = match safe_href(&node.web_url) {
+            Some(href) => write!(svg, r#"<a href="{href}">{shape}</a>"#),
+            None => write!(svg, "{shape}"),
+        };
     }
     svg.push_str("</svg>");
     svg
@@ -274,8 +339,9 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
     }
     html.push_str("<h2>Recent triggers</h2><table><tr><th>updated</th><th>project</th><th>state</th><th>pipeline</th><th>upstream</th><th>error</th></tr>");
     for t in &triggers {
-        let pipeline = match (&t.web_url, t.pipeline_id) {
-            (Some(url), Some(id)) => format!("<a href=\"{}\">#{id}</a>", escape(url)),
+        let pipeline = match (t.web_url.as_deref().and_then(safe_href), t.pipeline_id) {
+            (Some(href), Some(id)) => format!("<a href=\"{href}\">#{id}</a>"),
+            (None, Some(id)) => format!("#{id}"),
             _ => "-".into(),
         };
         let _ = write!(

@@ -208,7 +208,43 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// The `kind` label of the event metrics: a fixed set, whatever the body says.
+fn kind_label(object_kind: &str) -> &'static str {
+    match object_kind {
+        "pipeline" => "pipeline",
+        "push" => "push",
+        "tag_push" => "tag_push",
+        "build" => "build",
+        "merge_request" => "merge_request",
+        "unknown" => "unknown",
+        _ => "other",
+    }
+}
+
+/// Reads a body of at most `limit` bytes: `Err` is the answer to send.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("body larger than {limit} bytes (--max-body-bytes)"),
+        )),
+        Err(e) => Err(answer(
+            StatusCode::REQUEST_TIMEOUT,
+            "incomplete",
+            &format!("the body could not be read: {e}"),
+        )),
+    }
+}
+
+/// Checks the secret from the headers before a byte of the body is read.
+pub async fn handle(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     if let Some(expected) = &app.webhook_token {
         let given = header(&headers, "x-gitlab-token").unwrap_or("");
         if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
@@ -220,6 +256,13 @@ pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap, body: 
             );
         }
     }
+    let body = match read_body(body, app.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(answer) => {
+            metrics::counter!("autodep_events_total", "kind" => "unknown", "outcome" => "unreadable").increment(1);
+            return answer;
+        }
+    };
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -231,11 +274,12 @@ pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap, body: 
             );
         }
     };
-    let kind = value
-        .get("object_kind")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_string();
+    let kind = kind_label(
+        value
+            .get("object_kind")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown"),
+    );
     let decision = classify(
         header(&headers, "idempotency-key"),
         header(&headers, "x-gitlab-event-uuid"),

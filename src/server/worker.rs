@@ -26,7 +26,8 @@ fn is_transient(e: &GitLabError) -> bool {
     match e {
         GitLabError::Unreachable { .. }
         | GitLabError::Decode { .. }
-        | GitLabError::Unauthorized { .. } => true,
+        | GitLabError::Unauthorized { .. }
+        | GitLabError::Redirected { .. } => true,
         GitLabError::Status { status, .. } => *status == 429 || *status >= 500,
         GitLabError::Forbidden { .. }
         | GitLabError::NotFound { .. }
