@@ -9,6 +9,7 @@ use clap::CommandFactory;
 use gitlab_docker_autodep::gitlab::{ClientConfig, Credential, GitLab, GitLabError};
 use gitlab_docker_autodep::graph::DependencyGraph;
 use gitlab_docker_autodep::image::Registry;
+use gitlab_docker_autodep::printable::one_line;
 use gitlab_docker_autodep::rebuild::{self, RebuildOptions, RebuildReport};
 use gitlab_docker_autodep::scan::{self, DockerfileState, Progress, Scan};
 
@@ -213,7 +214,7 @@ fn report_incomplete(scan: &Scan) -> u8 {
         failures.len()
     );
     for (path, error) in failures {
-        eprintln!("  {path}: {error}");
+        eprintln!("  {}: {}", one_line(path), one_line(error));
     }
     EXIT_INCOMPLETE
 }
@@ -303,7 +304,10 @@ async fn healthcheck(url: Option<String>) -> u8 {
     }
 }
 
+/// Writes our own multi-line output; control characters inside it (from
+/// GitLab's data or a Dockerfile) are escaped, newlines kept.
 fn print(text: &str) -> anyhow::Result<()> {
+    let text = gitlab_docker_autodep::printable::escape_controls(text, true);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         // A closed pipe (`| head`) is not an error worth reporting.
@@ -345,10 +349,10 @@ async fn rebuild_command(global: &GlobalOptions, args: RebuildArgs) -> anyhow::R
         .iter()
         .filter(|r| !r.is_ok() && !report.dry_run)
     {
-        let why = r.error.as_deref().unwrap_or("");
+        let why = one_line(r.error.as_deref().unwrap_or(""));
         eprintln!(
             "{}: {}{}{why}",
-            r.project,
+            one_line(&r.project),
             r.status,
             if why.is_empty() { "" } else { ": " }
         );
@@ -371,12 +375,12 @@ fn render_report(report: &RebuildReport, json: bool, waited: bool) -> anyhow::Re
         if waited && !report.dry_run {
             out.push_str(&format!(
                 "{}\t{}\t{}\n",
-                r.project,
+                one_line(&r.project),
                 r.status,
-                r.web_url.as_deref().unwrap_or("-")
+                one_line(r.web_url.as_deref().unwrap_or("-"))
             ));
         } else {
-            out.push_str(&format!("{}\n", r.project));
+            out.push_str(&format!("{}\n", one_line(&r.project)));
         }
     }
     Ok(out)

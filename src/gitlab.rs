@@ -167,6 +167,43 @@ pub struct Project {
     pub web_url: String,
 }
 
+/// GitLab's strings as we keep them: control characters escaped (a
+/// hostile or broken answer cannot forge a log line or an output line) and
+/// at most 4 KiB.
+fn clean(text: &mut String) {
+    if text.len() > 4096 || text.chars().any(char::is_control) {
+        let mut cleaned = crate::printable::one_line(text).into_owned();
+        if cleaned.len() > 4096 {
+            let mut end = 4096;
+            while !cleaned.is_char_boundary(end) {
+                end -= 1;
+            }
+            cleaned.truncate(end);
+        }
+        *text = cleaned;
+    }
+}
+
+impl Project {
+    fn cleaned(mut self) -> Project {
+        clean(&mut self.path_with_namespace);
+        clean(&mut self.web_url);
+        if let Some(branch) = &mut self.default_branch {
+            clean(branch);
+        }
+        self
+    }
+}
+
+impl Pipeline {
+    fn cleaned(mut self) -> Pipeline {
+        clean(&mut self.status);
+        clean(&mut self.git_ref);
+        clean(&mut self.web_url);
+        self
+    }
+}
+
 /// A pipeline as the tool needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pipeline {
@@ -203,6 +240,28 @@ fn same_origin_redirects(base: &reqwest::Url) -> reqwest::redirect::Policy {
     })
 }
 
+/// Offset pagination is used up to this page (GitLab's own limit is 10,000
+/// projects for counted pages; 100 per page).
+const OFFSET_PAGES: usize = 100;
+/// At most this many keyset pages (10 million projects).
+const MAX_KEYSET_PAGES: usize = 100_000;
+
+/// An error with its causes, `a: b: c`, so that a TLS or DNS failure says
+/// what really went wrong.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Reads a body of at most `limit` bytes (invalid UTF-8 replaced); `None`
 /// when it is longer, without reading past the limit.
 async fn read_body(
@@ -228,6 +287,12 @@ async fn read_body(
 /// GitLab's error bodies: `{"message": …}` or `{"error": …}`, where
 /// `message` may be a string or a hash of arrays.
 fn error_message(body: &str) -> String {
+    let mut message = raw_error_message(body);
+    clean(&mut message);
+    message
+}
+
+fn raw_error_message(body: &str) -> String {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
         let text = body.trim();
         return if text.is_empty() {
@@ -409,7 +474,7 @@ impl GitLab {
                     }
                     return Err(GitLabError::Unreachable {
                         url: self.config.url.to_string(),
-                        detail: format!("{e} (after {attempt} attempts)"),
+                        detail: format!("{} (after {attempt} attempts)", with_causes(&e)),
                     });
                 }
             }
@@ -520,6 +585,7 @@ impl GitLab {
             query.push(("search", s.to_string()));
         }
         let (headers, first): (_, Vec<Project>) = self.get_json("/projects", &query).await?;
+        let first: Vec<Project> = first.into_iter().map(Project::cleaned).collect();
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let total_pages = header("x-total-pages").and_then(|v| v.parse::<usize>().ok());
         let has_next = header("x-next-page").is_some_and(|v| !v.is_empty());
@@ -528,41 +594,69 @@ impl GitLab {
         if !has_next {
             return Ok(());
         }
-        match total_pages {
-            Some(total) if total * PER_PAGE <= 50_000 => {
+        // GitLab counts pages only up to 10,000 projects; a larger or absurd
+        // `X-Total-Pages` (a broken or hostile answer) is not believed.
+        match total_pages.filter(|t| (2..=OFFSET_PAGES).contains(t)) {
+            Some(total) => {
+                // Pages in flight are bounded by the client's concurrency.
                 let mut tasks = tokio::task::JoinSet::new();
-                for page in 2..=total {
-                    let client = self.clone();
-                    let mut q = query.clone();
-                    q.push(("page", page.to_string()));
-                    tasks.spawn(async move {
-                        client
-                            .get_json::<Vec<Project>>("/projects", &q)
-                            .await
-                            .map(|(_, p)| p)
-                    });
-                }
-                while let Some(result) = tasks.join_next().await {
-                    let _ = pages.send(result.expect("page task does not panic")?);
+                let mut next = 2;
+                loop {
+                    while next <= total && tasks.len() < self.config.concurrency.max(1) {
+                        let client = self.clone();
+                        let mut q = query.clone();
+                        q.push(("page", next.to_string()));
+                        tasks.spawn(async move {
+                            client
+                                .get_json::<Vec<Project>>("/projects", &q)
+                                .await
+                                .map(|(_, p)| p.into_iter().map(Project::cleaned).collect())
+                        });
+                        next += 1;
+                    }
+                    let Some(result) = tasks.join_next().await else {
+                        break;
+                    };
+                    let page = result.map_err(|e| GitLabError::Decode {
+                        path: "/projects".into(),
+                        detail: format!("a page could not be read: {e}"),
+                    })??;
+                    let _ = pages.send(page);
                 }
             }
-            _ => {
+            None => {
                 // Keyset from the last id seen: no offset ceiling, no count.
-                loop {
+                // Every page must move forward, and there is a ceiling.
+                for _ in 0..MAX_KEYSET_PAGES {
                     let mut q = query.clone();
                     q.push(("pagination", "keyset".into()));
                     q.push(("id_after", last.to_string()));
                     let (_, page): (_, Vec<Project>) = self.get_json("/projects", &q).await?;
+                    let page: Vec<Project> = page.into_iter().map(Project::cleaned).collect();
                     let Some(max) = page.iter().map(|p| p.id).max() else {
-                        break;
+                        return Ok(());
                     };
+                    if max <= last {
+                        return Err(GitLabError::Decode {
+                            path: "/projects".into(),
+                            detail: format!(
+                                "keyset pagination made no progress (a page after id {last} ended at id {max})"
+                            ),
+                        });
+                    }
                     let full = page.len() >= PER_PAGE;
                     let _ = pages.send(page);
                     last = max;
                     if !full {
-                        break;
+                        return Ok(());
                     }
                 }
+                return Err(GitLabError::Decode {
+                    path: "/projects".into(),
+                    detail: format!(
+                        "more than {MAX_KEYSET_PAGES} pages of projects; narrow the scan with --match"
+                    ),
+                });
             }
         }
         Ok(())
@@ -583,7 +677,7 @@ impl GitLab {
 
     pub async fn project(&self, id_or_path: &str) -> Result<Project, GitLabError> {
         let path = format!("/projects/{}", encode_segment(id_or_path));
-        Ok(self.get_json(&path, &[]).await?.1)
+        Ok(self.get_json::<Project>(&path, &[]).await?.1.cleaned())
     }
 
     /// A file's text on a ref; `None` when the ref or the file does not exist.
@@ -663,10 +757,12 @@ impl GitLab {
                 self.config.max_response_bytes,
             )
             .await?;
-        serde_json::from_str(&text).map_err(|e| GitLabError::Decode {
-            path,
-            detail: e.to_string(),
-        })
+        serde_json::from_str::<Pipeline>(&text)
+            .map(Pipeline::cleaned)
+            .map_err(|e| GitLabError::Decode {
+                path,
+                detail: e.to_string(),
+            })
     }
 
     pub async fn pipeline(
@@ -675,7 +771,7 @@ impl GitLab {
         pipeline_id: u64,
     ) -> Result<Pipeline, GitLabError> {
         let path = format!("/projects/{project_id}/pipelines/{pipeline_id}");
-        Ok(self.get_json(&path, &[]).await?.1)
+        Ok(self.get_json::<Pipeline>(&path, &[]).await?.1.cleaned())
     }
 }
 

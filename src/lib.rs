@@ -10,6 +10,7 @@ pub mod gitlab;
 pub mod graph;
 pub mod image;
 pub mod plan;
+pub mod printable;
 pub mod rebuild;
 pub mod scan;
 pub mod server;

@@ -5,10 +5,12 @@ mod cli;
 mod commands;
 mod demo;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, LogFormat};
+use gitlab_docker_autodep::printable::LogLineWriter;
 
 fn init_logging(global: &cli::GlobalOptions) {
     let default = match (global.quiet, global.verbose) {
@@ -24,11 +26,15 @@ fn init_logging(global: &cli::GlobalOptions) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_target(false);
     match global.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.without_time().init(),
+        // JSON escapes control characters itself.
+        LogFormat::Json => builder.json().with_writer(std::io::stderr).init(),
+        LogFormat::Text => builder
+            .without_time()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(|| LogLineWriter(std::io::stderr()))
+            .init(),
     }
 }
 
@@ -48,7 +54,10 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                gitlab_docker_autodep::printable::one_line(&format!("{e:#}"))
+            );
             ExitCode::from(commands::exit_code_for(&e))
         }
     }

@@ -147,7 +147,9 @@ impl AppState {
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        q.push_back((now, reason.to_string()));
+        let reason = crate::printable::one_line(reason);
+        let reason: String = reason.chars().take(300).collect();
+        q.push_back((now, reason));
     }
 
     /// Replaces one project's entry (after a push) and rebuilds the graph.

@@ -381,3 +381,26 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
     html.push_str("</ul>");
     Html(html).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_links_are_rendered() {
+        assert_eq!(
+            safe_href("https://gitlab/x?a=1&b=2"),
+            Some("https://gitlab/x?a=1&amp;b=2".into())
+        );
+        assert_eq!(safe_href("HTTP://gitlab/x"), Some("HTTP://gitlab/x".into()));
+        for bad in [
+            "javascript:alert(1)",
+            " data:text/html,x",
+            "vbscript:x",
+            "//evil/x",
+            "",
+        ] {
+            assert_eq!(safe_href(bad), None, "{bad}");
+        }
+    }
+}

@@ -33,6 +33,33 @@ fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_u64()
 }
 
+/// A field of the body as it is stored and shown: control characters
+/// escaped, at most `limit` bytes.
+fn stored(text: &str, limit: usize) -> String {
+    let mut text = crate::printable::one_line(text).into_owned();
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// A dedupe key of bounded size: a long one is replaced by its SHA-256, so
+/// two different keys still never collide.
+fn bounded_key(key: String) -> String {
+    use sha2::{Digest, Sha256};
+    if key.len() <= 200 {
+        return key;
+    }
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 /// Decides what a webhook body means. `Err` when it claims to be a GitLab
 /// event but lacks what every such event has (a 400 for the sender).
 pub fn classify(
@@ -55,13 +82,17 @@ pub fn classify(
     let default_branch = || str_at(body, &["project", "default_branch"]);
     let event = |dedupe: String, project_id: u64, path: &str, detail: String| NewEvent {
         kind: kind.to_string(),
-        dedupe_key: idempotency_key
-            .map(|k| format!("idem:{k}"))
-            .unwrap_or(dedupe),
-        event_uuid: event_uuid.map(str::to_string),
+        dedupe_key: bounded_key(
+            idempotency_key
+                .map(|k| format!("idem:{k}"))
+                .unwrap_or(dedupe),
+        ),
+        event_uuid: event_uuid
+            .filter(|u| u.len() <= 64 && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            .map(str::to_string),
         project_id,
-        project_path: path.to_string(),
-        detail,
+        project_path: stored(path, 1024),
+        detail: stored(&detail, 256),
     };
     match kind {
         "pipeline" => {

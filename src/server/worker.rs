@@ -228,6 +228,15 @@ async fn refresh_project(
     app: &Arc<AppState>,
     event: &StoredEvent,
 ) -> Result<(Vec<NewTrigger>, String), GitLabError> {
+    // With --match the graph holds only the projects GitLab's search
+    // matched; a push cannot add another one (the next rescan adds it if
+    // the search now matches it).
+    if app.config.match_keyword.is_some() && !app.graph().projects.contains_key(&event.project_id) {
+        return Ok((
+            Vec::new(),
+            "project outside --match; not added to the graph".into(),
+        ));
+    }
     let project = match app.gitlab.project(&event.project_id.to_string()).await {
         Ok(p) => p,
         Err(GitLabError::NotFound { .. }) => {

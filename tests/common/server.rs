@@ -47,18 +47,15 @@ impl Server {
         cmd.envs(env.iter().copied());
         cmd.env("GITLAB_URL", sim.url())
             .env("GITLAB_TOKEN", TOKEN)
-            .args([
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--webhook-auth-token",
-                SECRET,
-            ])
+            .args(["server", "--port", "0", "--webhook-auth-token", SECRET])
             .arg("--state-dir")
             .arg(state)
             .args(["--trigger-retry-delay", "100ms"])
+            .args(if extra.contains(&"--host") {
+                &[][..]
+            } else {
+                &["--host", "127.0.0.1"][..]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
