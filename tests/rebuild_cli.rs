@@ -470,19 +470,27 @@ async fn storms_of_429_and_5xx_still_give_the_right_answer() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_project_that_cannot_be_read_is_reported_and_the_rest_goes_on() {
+/// `g/base`, `g/app` on it, and a third project on it whose Dockerfile
+/// GitLab answers with `status`.
+async fn base_app_and_unreadable(third: &str, status: u16) -> gitlab_sim::Simulator {
     let sim = start(vec![
         image_project("g/base", &[]),
         image_project("g/app", &["g/base"]),
-        image_project("g/broken", &["g/base"]),
+        image_project(third, &["g/base"]),
     ])
     .await;
     sim.set_faults(Faults {
         latency_ms: None,
-        rules: vec![FaultRule::new("file_raw", FaultKind::Error { status: 500 })
-            .path_contains("/projects/3/")],
+        rules: vec![
+            FaultRule::new("file_raw", FaultKind::Error { status }).path_contains("/projects/3/")
+        ],
     });
+    sim
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_that_cannot_be_read_is_reported_and_the_rest_goes_on() {
+    let sim = base_app_and_unreadable("g/broken", 500).await;
     let out = autodep(&sim, &["--max-retries", "2", "rebuild", "g/base"]).await;
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert_eq!(
@@ -526,18 +534,8 @@ async fn a_target_nothing_uses_is_a_usage_error_with_the_closest_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_project_the_token_may_not_read_is_skipped_without_failing_the_run() {
-    let sim = start(vec![
-        image_project("g/base", &[]),
-        image_project("g/app", &["g/base"]),
-        image_project("g/guest-only", &["g/base"]),
-    ])
-    .await;
     // A Guest member sees the project but gets 403 on its files.
-    sim.set_faults(Faults {
-        latency_ms: None,
-        rules: vec![FaultRule::new("file_raw", FaultKind::Error { status: 403 })
-            .path_contains("/projects/3/")],
-    });
+    let sim = base_app_and_unreadable("g/guest-only", 403).await;
     let out = autodep(&sim, &["rebuild", "g/base"]).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(lines(&out), ["g/app"]);
