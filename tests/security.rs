@@ -134,8 +134,15 @@ async fn exchange(addr: &str, request: &[u8], limit: Duration) -> (String, bool)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_secret_is_checked_before_the_body_and_slow_clients_are_cut_off() {
-    let (_sim, _state, server) =
-        started(&["--header-read-timeout", "500ms", "--max-connections", "4"]).await;
+    let (_sim, _state, server) = started(&[
+        "--header-read-timeout",
+        "4s",
+        "--body-read-timeout",
+        "2s",
+        "--max-connections",
+        "4",
+    ])
+    .await;
     let addr = host_port(&server.url);
     // A wrong secret announcing 100 MB that never come: 401 at once.
     let request = "POST /webhook HTTP/1.1\r\nHost: x\r\nX-Gitlab-Token: wrong\r\n\
@@ -151,20 +158,77 @@ async fn the_secret_is_checked_before_the_body_and_slow_clients_are_cut_off() {
     )
     .await;
     assert!(closed, "a slow client's connection stays open: {answer}");
-    // Four idle connections fill the limit; a fifth is closed at once.
-    let mut idle = Vec::new();
+    // Four connections that never finish their headers fill the limit; a
+    // client that does send is served, in place of the idlest, long before
+    // the header timeout would have freed a place.
+    let mut slow = Vec::new();
     for _ in 0..4 {
-        idle.push(TcpStream::connect(&addr).await.unwrap());
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
     }
-    let (answer, closed) = exchange(
-        &addr,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(closed && answer.is_empty(), "{answer}");
-    drop(idle);
-    // Once they are gone (or timed out), the server answers again.
+    let since = std::time::Instant::now();
+    let mut served = false;
+    while !served && since.elapsed() < Duration::from_secs(3) {
+        let (answer, _) = exchange(
+            &addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(3),
+        )
+        .await;
+        served = answer.starts_with("HTTP/1.1 200");
+    }
+    assert!(served, "a fast client was locked out by slow ones");
+    assert!(
+        since.elapsed() < Duration::from_secs(2),
+        "served only after {:?}",
+        since.elapsed()
+    );
+    drop(slow);
+    // Four requests in progress (bodies that do not come) are never cut
+    // for a newcomer: it is refused until the body timeout frees them.
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /webhook HTTP/1.1\r\nHost: x\r\nX-Gitlab-Token: {SECRET}\r\nContent-Length: 1000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        busy.push(s);
+    }
+    let mut refused = false;
+    for _ in 0..100 {
+        let (answer, closed) = exchange(
+            &addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        if closed && answer.is_empty() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "a fifth connection was taken while four requests were in progress"
+    );
+    let mut timed_out = 0;
+    for s in &mut busy {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408") {
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, 4, "the slow bodies were answered 408");
+    drop(busy);
     let mut healthy = false;
     for _ in 0..100 {
         if reqwest::get(format!("{}/healthz", server.url))
@@ -183,6 +247,10 @@ async fn the_secret_is_checked_before_the_body_and_slow_clients_are_cut_off() {
         .text()
         .await
         .unwrap();
+    assert!(
+        metrics.contains("autodep_connections_evicted_total"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("autodep_connections_refused_total"),
         "{metrics}"
