@@ -1,7 +1,8 @@
 //! Extraction cost: a 1 MiB Dockerfile built from the real-world corpus
 //! (repeated), 1 MiB files of typical shapes, and every hostile shape of
 //! `tests/common/hostile.rs` at 1 MiB, with the worst case last.
-//! Run: `cargo bench --bench dockerfile`.
+//! Run: `cargo bench --bench dockerfile`; `cargo bench --bench dockerfile --
+//! FILE…` times those Dockerfiles too (a fuzzer's slow input, say).
 
 #[path = "../tests/common/hostile.rs"]
 mod hostile;
@@ -88,6 +89,11 @@ fn main() {
     continued.push('\n');
     note("continued RUN", time("one 1 MiB continued RUN", &continued));
 
+    for file in std::env::args().skip(1).filter(|a| !a.starts_with('-')) {
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let text = String::from_utf8_lossy(&bytes);
+        note(&file, time(&file, &text));
+    }
     for shape in hostile::shapes(1 << 20) {
         let best = time(&format!("hostile: {}", shape.name), &shape.text);
         note(shape.name, best);
