@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` for the layers; data flows from the command line
 //! and the webhook server down to the pure `dockerfile` and `image` modules.
 
+pub mod cascade;
 pub mod dockerfile;
 pub mod failpoint;
 pub mod gitlab;
