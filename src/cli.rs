@@ -309,6 +309,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "ADDR")]
     pub status_listen: Option<std::net::SocketAddr>,
 
+    /// Finished events and triggers older than this are deleted (hourly).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
     /// Require `Authorization: Bearer TOKEN` for the status pages (read from
     /// this file, first line).
     #[arg(long, value_name = "FILE")]

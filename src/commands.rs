@@ -31,6 +31,10 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<UsageError>().is_some() {
             return EXIT_USAGE;
         }
+        if let Some(gitlab_docker_autodep::store::StoreError::Locked { .. }) = cause.downcast_ref()
+        {
+            return EXIT_USAGE;
+        }
         // A pipeline that fails or cannot be created is a result (exit 1),
         // never an error; any GitLab error that stops a command is 3.
         if cause.downcast_ref::<GitLabError>().is_some() {

@@ -70,6 +70,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         body_read_timeout: args.body_read_timeout,
         status_listen: args.status_listen,
         status_token,
+        retention: args.retention,
         ..ServerConfig::new(listen, webhook_token, state_dir)
     };
     tracing::info!(state_dir = %config.state_dir.display(), "state directory");

@@ -22,6 +22,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("state database holds data this version cannot read: {0}")]
     Corrupt(String),
+    #[error("another gitlab-docker-autodep server{holder} is using the state directory {dir}; stop it, or give this one its own --state-dir")]
+    Locked { dir: PathBuf, holder: String },
 }
 
 const SCHEMA: &str = "
@@ -29,7 +31,7 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     received_at TEXT NOT NULL,
     kind TEXT NOT NULL,              -- pipeline | push
-    dedupe_key TEXT NOT NULL UNIQUE, -- Idempotency-Key, else a natural key
+    dedupe_key TEXT NOT NULL UNIQUE, -- the natural key (project, pipeline, status / commit)
     event_uuid TEXT,                 -- X-Gitlab-Event-UUID, propagated to GitLab
     project_id INTEGER NOT NULL,
     project_path TEXT NOT NULL,
@@ -105,6 +107,16 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
              ALTER TABLE events ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;",
         )?;
     }
+    let has_idempotency: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'idempotency_key'")?
+        .exists([])?;
+    if !has_idempotency {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN idempotency_key TEXT;")?;
+    }
+    conn.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events(idempotency_key)
+         WHERE idempotency_key IS NOT NULL;",
+    )?;
     Ok(())
 }
 
@@ -112,7 +124,11 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
     pub kind: String,
+    /// The natural key: the same event delivered twice (a group hook and a
+    /// project hook, a resend) has the same one.
     pub dedupe_key: String,
+    /// GitLab's `Idempotency-Key`, checked in addition.
+    pub idempotency_key: Option<String>,
     pub event_uuid: Option<String>,
     pub project_id: u64,
     pub project_path: String,
@@ -182,6 +198,49 @@ fn now_millis() -> i64 {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// An exclusive lock on `server.lock` in the state directory, held as
+    /// long as any clone of the store lives: one server per directory.
+    _lock: Arc<std::fs::File>,
+}
+
+/// Takes the state directory's lock, or says who holds it.
+fn lock_directory(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("server.lock");
+    let io = |e: std::io::Error| {
+        StoreError::Sql(rusqlite::Error::InvalidPath(
+            format!("{}: {e}", path.display()).into(),
+        ))
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(io)?;
+            file.rewind().map_err(io)?;
+            write!(file, "{}", std::process::id()).map_err(io)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            Err(StoreError::Locked {
+                dir: dir.to_path_buf(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 impl Store {
@@ -197,6 +256,7 @@ impl Store {
                 format!("{}: {e}", dir.display()).into(),
             ))
         })?;
+        let lock = lock_directory(dir)?;
         let conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(open_err)?;
@@ -209,6 +269,7 @@ impl Store {
         migrate(&conn).map_err(open_err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -225,8 +286,8 @@ impl Store {
         let mut out = Vec::with_capacity(events.len());
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (received_at, kind, dedupe_key, event_uuid, project_id, project_path, detail, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending') ON CONFLICT(dedupe_key) DO NOTHING",
+                "INSERT INTO events (received_at, kind, dedupe_key, event_uuid, project_id, project_path, detail, state, idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8) ON CONFLICT DO NOTHING",
             )?;
             let now = now_text();
             for e in events {
@@ -237,7 +298,8 @@ impl Store {
                     e.event_uuid,
                     e.project_id as i64,
                     e.project_path,
-                    e.detail
+                    e.detail,
+                    e.idempotency_key
                 ])?;
                 out.push(if changed == 1 {
                     Accepted::New(tx.last_insert_rowid())
@@ -427,6 +489,33 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes what is finished and older than `age`: events done or parked,
+    /// triggers done or failed. Pending work is never deleted. Returns
+    /// `(events, triggers)` deleted.
+    pub fn delete_finished_older_than(
+        &self,
+        age: std::time::Duration,
+    ) -> Result<(usize, usize), StoreError> {
+        let cutoff = time::OffsetDateTime::now_utc()
+            - time::Duration::try_from(age).unwrap_or(time::Duration::MAX);
+        let cutoff = cutoff
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let triggers = tx.execute(
+            "DELETE FROM triggers WHERE state IN ('done', 'failed') AND updated_at < ?1",
+            [&cutoff],
+        )?;
+        let events = tx.execute(
+            "DELETE FROM events WHERE state IN ('done', 'parked') AND received_at < ?1
+             AND NOT EXISTS (SELECT 1 FROM triggers t WHERE t.event_id = events.id)",
+            [&cutoff],
+        )?;
+        tx.commit()?;
+        Ok((events, triggers))
+    }
+
     /// Events given up on after too many failed attempts.
     pub fn parked_events(&self) -> Result<u64, StoreError> {
         let n: i64 = self.lock().query_row(
@@ -518,7 +607,16 @@ impl Store {
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for json in rows {
-            out.push(serde_json::from_str(&json?).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            match serde_json::from_str(&json?) {
+                Ok(project) => out.push(project),
+                // Written by another version: a rescan replaces it.
+                Err(e) => {
+                    tracing::warn!(
+                        "the stored scan cannot be read by this version ({e}); rescanning"
+                    );
+                    return Ok(None);
+                }
+            }
         }
         Ok(Some(out))
     }
@@ -532,6 +630,7 @@ mod tests {
         NewEvent {
             kind: "pipeline".into(),
             dedupe_key: key.into(),
+            idempotency_key: None,
             event_uuid: Some("uuid".into()),
             project_id: 1,
             project_path: "g/base".into(),
@@ -565,6 +664,110 @@ mod tests {
             [Accepted::Duplicate]
         );
         assert_eq!(store.pending_events(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_natural_key_and_the_idempotency_key_both_deduplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let with_key = |natural: &str, idem: &str| NewEvent {
+            idempotency_key: Some(idem.into()),
+            ..event(natural)
+        };
+        let got = store
+            .accept_events(&[
+                with_key("pipeline:1:7:success", "k1"),
+                // A group hook and a project hook: two keys, one event.
+                with_key("pipeline:1:7:success", "k2"),
+                // A resend: same key, and (here) a different natural key.
+                with_key("pipeline:1:8:success", "k1"),
+                with_key("pipeline:1:8:success", "k3"),
+            ])
+            .unwrap();
+        assert!(matches!(got[0], Accepted::New(_)));
+        assert_eq!(got[1], Accepted::Duplicate);
+        assert_eq!(got[2], Accepted::Duplicate);
+        assert!(matches!(got[3], Accepted::New(_)));
+    }
+
+    #[test]
+    fn one_store_per_directory_and_a_stale_scan_means_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let second = Store::open(dir.path()).err().expect("locked");
+        let text = second.to_string();
+        assert!(
+            text.contains(&format!("(pid {})", std::process::id())) && text.contains("--state-dir"),
+            "{text}"
+        );
+        // A scan stored by another version (a shape this one cannot read).
+        {
+            let conn = store.lock();
+            conn.execute(
+                "INSERT INTO projects (id, json) VALUES (1, '{\"old\": true}')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('scanned_at', 'x')",
+                [],
+            )
+            .unwrap();
+        }
+        assert!(store.load_projects().unwrap().is_none());
+        drop(store);
+        assert!(
+            Store::open(dir.path()).is_ok(),
+            "the lock goes with the store"
+        );
+    }
+
+    #[test]
+    fn retention_deletes_only_finished_old_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ids: Vec<i64> = store
+            .accept_events(&[event("old-done"), event("old-pending"), event("new-done")])
+            .unwrap()
+            .into_iter()
+            .map(|a| match a {
+                Accepted::New(id) => id,
+                Accepted::Duplicate => panic!(),
+            })
+            .collect();
+        store.complete_event(ids[0], None, &[], "ok").unwrap();
+        store
+            .complete_event(ids[2], None, &[trigger(5)], "ok")
+            .unwrap();
+        store
+            .lock()
+            .execute(
+                "UPDATE events SET received_at = '2000-01-01T00:00:00Z' WHERE id IN (?1, ?2)",
+                params![ids[0], ids[1]],
+            )
+            .unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(store.delete_finished_older_than(day).unwrap(), (1, 0));
+        let left: Vec<String> = store
+            .recent_events(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.state)
+            .collect();
+        assert_eq!(
+            left,
+            ["done", "pending"],
+            "the new one and the pending one stay"
+        );
+        // A queued trigger is never deleted, however old.
+        store
+            .lock()
+            .execute(
+                "UPDATE triggers SET updated_at = '2000-01-01T00:00:00Z'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(store.delete_finished_older_than(day).unwrap(), (0, 0));
     }
 
     #[test]

@@ -373,3 +373,57 @@ async fn graph_is_served_from_the_store_at_restart() {
     wait_quiet(&sim, &server).await;
     assert_eq!(count(&sim, "g/app"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_state_directory_is_refused() {
+    let sim = sim_with_hook(vec![image_project("g/base", &[])]).await;
+    let state = tempfile::tempdir().unwrap();
+    let _first = Server::start(&sim, state.path(), &[]).await;
+    let out = autodep(
+        &sim,
+        &[
+            "server",
+            "--port",
+            "0",
+            "--webhook-auth-token",
+            SECRET,
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another gitlab-docker-autodep server (pid"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_event_delivered_with_two_idempotency_keys_is_stored_once() {
+    let sim = sim_with_hook(vec![image_project("g/base", &[])]).await;
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&sim, state.path(), &[]).await;
+    let body = json!({
+        "object_kind": "pipeline",
+        "object_attributes": {"id": 42, "status": "success", "ref": "main", "tag": false, "source": "push"},
+        "project": {"id": 1, "path_with_namespace": "g/base", "default_branch": "main"},
+    })
+    .to_string();
+    // A group hook and a project hook: GitLab gives each execution its own key.
+    let mut answers = Vec::new();
+    for key in ["key-from-group-hook", "key-from-project-hook"] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/webhook", server.url))
+            .header("X-Gitlab-Token", SECRET)
+            .header("X-Gitlab-Event", "Pipeline Hook")
+            .header("Idempotency-Key", key)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        answers.push(r.json::<Value>().await.unwrap()["status"].clone());
+    }
+    assert_eq!(answers, [json!("accepted"), json!("duplicate")]);
+}

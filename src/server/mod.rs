@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub status_listen: Option<SocketAddr>,
     /// A bearer token the status surfaces require.
     pub status_token: Option<String>,
+    /// Finished events and triggers older than this are deleted.
+    pub retention: Duration,
 }
 
 impl ServerConfig {
@@ -76,6 +78,7 @@ impl ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             status_listen: None,
             status_token: None,
+            retention: Duration::from_secs(30 * 86_400),
         }
     }
 }

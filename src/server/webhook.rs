@@ -82,11 +82,8 @@ pub fn classify(
     let default_branch = || str_at(body, &["project", "default_branch"]);
     let event = |dedupe: String, project_id: u64, path: &str, detail: String| NewEvent {
         kind: kind.to_string(),
-        dedupe_key: bounded_key(
-            idempotency_key
-                .map(|k| format!("idem:{k}"))
-                .unwrap_or(dedupe),
-        ),
+        dedupe_key: bounded_key(dedupe),
+        idempotency_key: idempotency_key.map(|k| bounded_key(format!("idem:{k}"))),
         event_uuid: event_uuid
             .filter(|u| u.len() <= 64 && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
             .map(str::to_string),

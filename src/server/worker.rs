@@ -42,7 +42,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
+    let mut next_cleanup = std::time::Instant::now();
     loop {
+        if std::time::Instant::now() >= next_cleanup {
+            delete_old(&app).await;
+            next_cleanup = std::time::Instant::now() + Duration::from_secs(3600);
+        }
         if *stopped.borrow() {
             return;
         }
@@ -67,6 +72,23 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Retention: finished events and triggers older than `--retention` go.
+async fn delete_old(app: &Arc<AppState>) {
+    let store = app.store.clone();
+    let age = app.config.retention;
+    match blocking(move || store.delete_finished_older_than(age)).await {
+        Ok((0, 0)) => {}
+        Ok((events, triggers)) => {
+            tracing::info!(
+                events,
+                triggers,
+                "deleted finished work older than --retention"
+            )
+        }
+        Err(e) => tracing::warn!("cannot delete old events: {e}"),
     }
 }
 
