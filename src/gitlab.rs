@@ -110,6 +110,8 @@ pub enum GitLabError {
     Unreachable { url: String, detail: String },
     #[error("GitLab's answer to {path} was not what the API documents: {detail}")]
     Decode { path: String, detail: String },
+    #[error("no answer to {path} after the request was sent ({detail}); it may have taken effect")]
+    NoAnswer { path: String, detail: String },
     #[error("{path} is larger than {limit} bytes; not read")]
     TooLarge { path: String, limit: usize },
     #[error("GitLab redirected {path} ({status}) to {to:?}, outside {}; not followed, so the token is not sent there. Check --url (scheme, host and port)", "the --url origin")]
@@ -129,6 +131,16 @@ impl GitLabError {
                 | GitLabError::Unreachable { .. }
                 | GitLabError::Redirected { .. }
         )
+    }
+
+    /// The request may or may not have taken effect (a 5xx, or no answer
+    /// after it was sent): look before repeating it.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            GitLabError::NoAnswer { .. } => true,
+            GitLabError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -200,6 +212,7 @@ impl Pipeline {
         clean(&mut self.status);
         clean(&mut self.git_ref);
         clean(&mut self.web_url);
+        clean(&mut self.source);
         self
     }
 }
@@ -214,6 +227,9 @@ pub struct Pipeline {
     pub git_ref: String,
     #[serde(default)]
     pub web_url: String,
+    /// `push`, `api`, `trigger`, `pipeline`, `web`, …
+    #[serde(default)]
+    pub source: String,
 }
 
 /// A file's text and the blob id that identifies that version.
@@ -376,6 +392,16 @@ impl GitLab {
         &self.stats
     }
 
+    /// Attempts per request, the first included.
+    pub fn attempts(&self) -> u32 {
+        self.config.attempts.max(1)
+    }
+
+    /// The pause before attempt `attempt + 1` when GitLab said nothing.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        self.retry_wait(attempt, &HeaderMap::new())
+    }
+
     pub fn base_url(&self) -> &reqwest::Url {
         &self.config.url
     }
@@ -390,6 +416,8 @@ impl GitLab {
         limit: usize,
     ) -> Result<(HeaderMap, String), GitLabError> {
         let url = format!("{}{path}", self.api);
+        // Only pipeline creation is a POST here, and it is not idempotent.
+        let idempotent = method != Method::POST;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -447,8 +475,10 @@ impl GitLab {
                     });
                 }
                 Ok((status, headers, text)) => {
-                    let retryable =
-                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                    // A POST that got a 5xx may have taken effect: the
+                    // caller decides (it looks before it posts again).
+                    let retryable = status == StatusCode::TOO_MANY_REQUESTS
+                        || (status.is_server_error() && idempotent);
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                     } else if status.is_server_error() {
@@ -465,6 +495,12 @@ impl GitLab {
                 }
                 Err(e) => {
                     self.stats.network_errors.fetch_add(1, Ordering::Relaxed);
+                    if !idempotent && !e.is_connect() {
+                        return Err(GitLabError::NoAnswer {
+                            path: path.to_string(),
+                            detail: with_causes(&e),
+                        });
+                    }
                     if !last {
                         let wait = self.retry_wait(attempt, &HeaderMap::new());
                         tracing::debug!(error = %e, path, ?wait, attempt, "network error; retrying");
@@ -763,6 +799,46 @@ impl GitLab {
                 path,
                 detail: e.to_string(),
             })
+    }
+
+    /// Pipelines of a project on `git_ref` updated after `since`, newest
+    /// first (one page of 20).
+    pub async fn recent_pipelines(
+        &self,
+        project_id: u64,
+        git_ref: &str,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<Pipeline>, GitLabError> {
+        let path = format!("/projects/{project_id}/pipelines");
+        let since = since
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let query = [
+            ("ref", git_ref.to_string()),
+            ("updated_after", since),
+            ("order_by", "id".to_string()),
+            ("sort", "desc".to_string()),
+            ("per_page", "20".to_string()),
+        ];
+        let (_, list) = self.get_json::<Vec<Pipeline>>(&path, &query).await?;
+        Ok(list.into_iter().map(Pipeline::cleaned).collect())
+    }
+
+    /// The variables a pipeline was created with.
+    pub async fn pipeline_variables(
+        &self,
+        project_id: u64,
+        pipeline_id: u64,
+    ) -> Result<Vec<(String, String)>, GitLabError> {
+        #[derive(Deserialize)]
+        struct Variable {
+            key: String,
+            #[serde(default)]
+            value: String,
+        }
+        let path = format!("/projects/{project_id}/pipelines/{pipeline_id}/variables");
+        let (_, list) = self.get_json::<Vec<Variable>>(&path, &[]).await?;
+        Ok(list.into_iter().map(|v| (v.key, v.value)).collect())
     }
 
     pub async fn pipeline(

@@ -123,13 +123,69 @@ pub fn dry_run(plan: &TriggerPlan) -> RebuildReport {
     }
 }
 
-/// Creates a pipeline; if GitLab refuses pipeline variables for this
-/// user, tries once more without them rather than dropping the rebuild.
+/// Marks every pipeline this tool creates with the id of its trigger, so
+/// that after an answer lost in transit the pipeline can be found instead
+/// of created twice.
+pub const TRIGGER_ID_VARIABLE: &str = "AUTODEP_TRIGGER_ID";
+
+/// Creates a pipeline, never blindly twice. After an ambiguous failure (a
+/// 5xx, or no answer after the request was sent) it looks for the pipeline
+/// the request may have created — on the same ref, updated since `since`,
+/// carrying `trigger_id` in [`TRIGGER_ID_VARIABLE`] — and posts again only
+/// when there is none. `look_first` looks before the first post too (a
+/// server restarted after it posted and before it recorded the answer).
+/// If the project forbids pipeline variables, the pipeline is created
+/// without them, and then any pipeline created since on that ref by the
+/// API counts as ours.
 pub async fn create_pipeline(
     gitlab: &GitLab,
     project_id: u64,
     git_ref: &str,
     variables: &[(String, String)],
+    trigger_id: &str,
+    since: time::OffsetDateTime,
+    look_first: bool,
+) -> Result<Pipeline, GitLabError> {
+    let mut marked = variables.to_vec();
+    if !marked.is_empty() {
+        marked.push((TRIGGER_ID_VARIABLE.into(), trigger_id.into()));
+    }
+    let attempts = gitlab.attempts();
+    let mut look = look_first;
+    for attempt in 1..=attempts {
+        if look {
+            let marker = (!marked.is_empty()).then_some(trigger_id);
+            if let Some(p) = find_created(gitlab, project_id, git_ref, since, marker).await? {
+                tracing::info!(
+                    project_id,
+                    pipeline = p.id,
+                    "found the pipeline an earlier attempt created"
+                );
+                return Ok(p);
+            }
+        }
+        match post_pipeline(gitlab, project_id, git_ref, &mut marked).await {
+            Err(e) if e.is_ambiguous() && attempt < attempts => {
+                tracing::warn!(
+                    project_id,
+                    "creating a pipeline may have failed ({e}); looking before trying again"
+                );
+                look = true;
+                tokio::time::sleep(gitlab.retry_delay(attempt)).await;
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// One POST; drops the variables (and clears `variables`) when the
+/// project forbids them.
+async fn post_pipeline(
+    gitlab: &GitLab,
+    project_id: u64,
+    git_ref: &str,
+    variables: &mut Vec<(String, String)>,
 ) -> Result<Pipeline, GitLabError> {
     match gitlab.create_pipeline(project_id, git_ref, variables).await {
         Err(
@@ -141,10 +197,36 @@ pub async fn create_pipeline(
             | GitLabError::Forbidden { message, .. },
         ) if !variables.is_empty() && message.contains("variables") => {
             tracing::warn!(project_id, %message, "GitLab refused the AUTODEP_* variables; triggering without them");
+            variables.clear();
             gitlab.create_pipeline(project_id, git_ref, &[]).await
         }
         other => other,
     }
+}
+
+/// The pipeline an earlier attempt created: carrying `marker`, or (without
+/// one) the newest one the API created on that ref since `since`.
+async fn find_created(
+    gitlab: &GitLab,
+    project_id: u64,
+    git_ref: &str,
+    since: time::OffsetDateTime,
+    marker: Option<&str>,
+) -> Result<Option<Pipeline>, GitLabError> {
+    for p in gitlab.recent_pipelines(project_id, git_ref, since).await? {
+        let ours = match marker {
+            Some(id) => gitlab
+                .pipeline_variables(project_id, p.id)
+                .await?
+                .iter()
+                .any(|(k, v)| k == TRIGGER_ID_VARIABLE && v == id),
+            None => matches!(p.source.as_str(), "api" | "trigger" | "pipeline"),
+        };
+        if ours {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
 }
 
 /// Polls until the pipeline settles or the timeout passes.
@@ -183,7 +265,20 @@ async fn run_one(
     } else {
         Vec::new()
     };
-    let pipeline = match create_pipeline(&gitlab, t.project_id, &t.git_ref, &vars).await {
+    // Our clock and GitLab's may differ: look back further than needed.
+    let since = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    let trigger_id = uuid::Uuid::new_v4().to_string();
+    let created = create_pipeline(
+        &gitlab,
+        t.project_id,
+        &t.git_ref,
+        &vars,
+        &trigger_id,
+        since,
+        false,
+    )
+    .await;
+    let pipeline = match created {
         Ok(p) => p,
         Err(e) => {
             result.error = Some(e.to_string());

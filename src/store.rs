@@ -117,6 +117,15 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events(idempotency_key)
          WHERE idempotency_key IS NOT NULL;",
     )?;
+    let has_marker: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('triggers') WHERE name = 'marker'")?
+        .exists([])?;
+    if !has_marker {
+        conn.execute_batch(
+            "ALTER TABLE triggers ADD COLUMN marker TEXT;
+             ALTER TABLE triggers ADD COLUMN posted INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
     Ok(())
 }
 
@@ -183,6 +192,14 @@ pub struct StoredTrigger {
     pub web_url: Option<String>,
     pub error: Option<String>,
     pub updated_at: String,
+    pub created_at: String,
+    /// Sent with the pipeline as `AUTODEP_TRIGGER_ID`: finds it again after
+    /// an answer lost in transit.
+    #[serde(skip)]
+    pub marker: String,
+    /// A create request was sent at least once.
+    #[serde(skip)]
+    pub posted: bool,
 }
 
 fn now_text() -> String {
@@ -387,8 +404,8 @@ impl Store {
         let mut queued = 0;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO triggers (event_id, event_uuid, project_id, project_path, git_ref, upstream, image, state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)
+                "INSERT INTO triggers (event_id, event_uuid, project_id, project_path, git_ref, upstream, image, state, created_at, updated_at, marker)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)
                  ON CONFLICT(project_id) WHERE state = 'queued' DO NOTHING",
             )?;
             let now = now_text();
@@ -401,7 +418,8 @@ impl Store {
                     t.git_ref,
                     t.upstream,
                     t.image,
-                    now
+                    now,
+                    uuid::Uuid::new_v4().to_string()
                 ])?;
             }
         }
@@ -434,7 +452,8 @@ impl Store {
     ) -> Result<Vec<StoredTrigger>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, event_id, event_uuid, project_id, project_path, git_ref, upstream, image, state, attempts, pipeline_id, web_url, error, updated_at
+            "SELECT id, event_id, event_uuid, project_id, project_path, git_ref, upstream, image, state, attempts, pipeline_id, web_url, error, updated_at,
+                    created_at, COALESCE(marker, 'trigger-' || id), posted
              FROM triggers {clause} LIMIT ?1"
         ))?;
         let rows = stmt.query_map(params![limit as i64, now], |r| {
@@ -453,9 +472,20 @@ impl Store {
                 web_url: r.get(11)?,
                 error: r.get(12)?,
                 updated_at: r.get(13)?,
+                created_at: r.get(14)?,
+                marker: r.get(15)?,
+                posted: r.get::<_, i64>(16)? != 0,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Recorded before the first create request, so that after a crash
+    /// the next attempt looks for the pipeline before posting.
+    pub fn trigger_posting(&self, id: i64) -> Result<(), StoreError> {
+        self.lock()
+            .execute("UPDATE triggers SET posted = 1 WHERE id = ?1", [id])?;
+        Ok(())
     }
 
     pub fn trigger_done(&self, id: i64, pipeline_id: u64, web_url: &str) -> Result<(), StoreError> {

@@ -569,3 +569,42 @@ async fn inside_gitlab_ci_the_registry_is_ci_registry() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(lines(&out), ["g/app"]);
 }
+
+/// GitLab creates the pipeline, then the answer is lost (a 502 from a proxy,
+/// a connection closed mid-answer): the pipeline must not be created twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_after_the_pipeline_was_created_does_not_double_it() {
+    for fault in [FaultKind::ErrorAfter { status: 502 }, FaultKind::DropAfter] {
+        let sim = start(vec![
+            image_project("g/base", &[]),
+            image_project("g/app", &["g/base"]),
+            image_project("g/other", &["g/base"]),
+        ])
+        .await;
+        sim.set_faults(Faults {
+            latency_ms: None,
+            rules: vec![FaultRule::new("pipeline_create", fault.clone())
+                .path_contains("/projects/2/")
+                .count(1)],
+        });
+        let out = autodep(&sim, &["rebuild", "g/base"]).await;
+        assert_eq!(code(&out), 0, "{fault:?}: {}", stderr(&out));
+        assert_eq!(triggered(&sim), ["g/app", "g/other"], "{fault:?}");
+        let app = sim
+            .pipelines()
+            .into_iter()
+            .find(|p| p.project_path == "g/app")
+            .unwrap();
+        assert!(
+            app.variables.iter().any(|(k, _)| k == "AUTODEP_TRIGGER_ID"),
+            "{:?}",
+            app.variables
+        );
+        let posts = sim
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == "pipeline_create" && r.path.contains("/projects/2/"))
+            .count();
+        assert_eq!(posts, 1, "{fault:?}: posted again instead of looking");
+    }
+}

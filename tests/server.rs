@@ -427,3 +427,26 @@ async fn one_event_delivered_with_two_idempotency_keys_is_stored_once() {
     }
     assert_eq!(answers, [json!("accepted"), json!("duplicate")]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_does_not_double_a_pipeline_whose_answer_was_lost() {
+    let sim = sim_with_hook(vec![
+        image_project("g/base", &[]),
+        image_project("g/app", &["g/base"]),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&sim, state.path(), &[]).await;
+    sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
+    sim.set_faults(Faults {
+        latency_ms: None,
+        rules: vec![
+            FaultRule::new("pipeline_create", FaultKind::ErrorAfter { status: 502 }).count(1),
+        ],
+    });
+    sim.run_pipeline("g/base").unwrap();
+    wait_quiet(&sim, &server).await;
+    assert_eq!(count(&sim, "g/app"), 1, "{:#?}", sim.pipelines());
+    let status = server.status().await;
+    assert_eq!(status["triggers"][0]["state"], "done");
+}

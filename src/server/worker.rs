@@ -29,6 +29,7 @@ fn is_transient(e: &GitLabError) -> bool {
         | GitLabError::Unauthorized { .. }
         | GitLabError::Redirected { .. } => true,
         GitLabError::Status { status, .. } => *status == 429 || *status >= 500,
+        GitLabError::NoAnswer { .. } => true,
         GitLabError::Forbidden { .. }
         | GitLabError::NotFound { .. }
         | GitLabError::TooLarge { .. } => false,
@@ -306,7 +307,30 @@ async fn fire(app: &Arc<AppState>, t: StoredTrigger) {
     let gitlab = app.gitlab.with_event_uuid(t.event_uuid.clone());
     // In the server every trigger is first-level: the target is the upstream.
     let variables = rebuild::autodep_variables(&t.upstream, &t.upstream, &t.image);
-    let result = rebuild::create_pipeline(&gitlab, t.project_id, &t.git_ref, &variables).await;
+    if !t.posted {
+        let store = app.store.clone();
+        if let Err(e) = blocking(move || store.trigger_posting(t.id)).await {
+            tracing::error!("cannot record a trigger's attempt: {e}");
+            return;
+        }
+    }
+    // Our clock and GitLab's may differ: look back further than needed.
+    let since = time::OffsetDateTime::parse(
+        &t.created_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        - time::Duration::minutes(10);
+    let result = rebuild::create_pipeline(
+        &gitlab,
+        t.project_id,
+        &t.git_ref,
+        &variables,
+        &t.marker,
+        since,
+        t.posted,
+    )
+    .await;
     let store = app.store.clone();
     let outcome = match result {
         Ok(p) => {

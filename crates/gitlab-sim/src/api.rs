@@ -45,6 +45,10 @@ pub fn routes() -> Router<Arc<Shared>> {
             post(cancel_pipeline),
         )
         .route(
+            "/api/v4/projects/{id}/pipelines/{pipeline}/variables",
+            get(pipeline_variables),
+        )
+        .route(
             "/api/v4/projects/{id}/registry/repositories",
             get(list_registry),
         )
@@ -620,6 +624,15 @@ async fn list_pipelines(
         .filter(|p| p.project_id == project.id)
         .filter(|p| param(&query, "ref").is_none_or(|r| p.git_ref == r))
         .filter(|p| param(&query, "status").is_none_or(|s| p.status.as_str() == s))
+        .filter(|p| param(&query, "source").is_none_or(|s| p.source == s))
+        .filter(|p| {
+            param(&query, "updated_after")
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .is_none_or(|after| p.updated_at > after)
+        })
         .map(|p| entities::pipeline(p, &base))
         .collect();
     if param(&query, "sort") == Some("asc") {
@@ -628,6 +641,33 @@ async fn list_pipelines(
     let url = format!("{base}/api/v4/projects/{}/pipelines", project.id);
     let (page, h) = paging::offset(&items, &query, &url, None)?;
     Ok((h, Json(page)).into_response())
+}
+
+/// `GET /projects/:id/pipelines/:pipeline_id/variables`: the variables a
+/// pipeline was created with, `[{key, value, variable_type}]`.
+async fn pipeline_variables(
+    State(shared): State<Arc<Shared>>,
+    Path((id, pipeline)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let query = query_pairs(&raw);
+    let world = shared.world.lock().expect("world lock");
+    let (_, project) = caller_and_project(&world, &headers, &query, &id, true)?;
+    match pipeline
+        .parse::<u64>()
+        .ok()
+        .and_then(|pid| world.pipelines.get(&pid))
+    {
+        Some(p) if p.project_id == project.id => Ok(Json(
+            p.variables
+                .iter()
+                .map(|(k, v)| json!({"key": k, "value": v, "variable_type": "env_var"}))
+                .collect::<Vec<_>>(),
+        )
+        .into_response()),
+        _ => Err(message(StatusCode::NOT_FOUND, "404 Not found")),
+    }
 }
 
 async fn cancel_pipeline(

@@ -47,6 +47,11 @@ pub enum FaultKind {
     RateLimit { retry_after_secs: u64 },
     /// Send the headers, then break the connection mid-body.
     Drop,
+    /// Let the request take effect (a pipeline is created), then answer
+    /// with this 5xx: the answer is lost, the work is done.
+    ErrorAfter { status: u16 },
+    /// Let the request take effect, then break the connection mid-body.
+    DropAfter,
 }
 
 /// One fault rule. Applies to requests whose endpoint matches (`*` = all)
@@ -230,6 +235,14 @@ pub(crate) async fn middleware(
         Some(FaultKind::Error { status }) => server_error(status),
         Some(FaultKind::RateLimit { retry_after_secs }) => rate_limited(retry_after_secs),
         Some(FaultKind::Drop) => dropped(),
+        Some(FaultKind::ErrorAfter { status }) => {
+            let _ = next.run(request).await;
+            server_error(status)
+        }
+        Some(FaultKind::DropAfter) => {
+            let _ = next.run(request).await;
+            dropped()
+        }
         None => next.run(request).await,
     };
     let record = RequestRecord {
