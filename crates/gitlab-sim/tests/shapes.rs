@@ -138,6 +138,45 @@ async fn pipeline_entities_match_real_payloads() {
         pipelines[1].variables,
         vec![("WHY".to_string(), "base".to_string())]
     );
+    // The variables endpoint python-gitlab reads, in GitLab's shape.
+    let variables = get(&format!("{base}/pipelines/{}/variables", created["id"])).await;
+    assert_same_shape(
+        &fixture("api/get_pipeline_variables.json")[0],
+        &variables[0],
+        &[],
+    );
+    assert_eq!(variables[0]["key"], "A");
+    assert_eq!(variables[0]["value"], "1");
+    // Listing filters: by source, and by update time.
+    let by_api = get(&format!("{base}/pipelines?source=api")).await;
+    assert_eq!(by_api.as_array().unwrap().len(), 1);
+    assert_eq!(by_api[0]["id"], created["id"]);
+    let later = get(&format!(
+        "{base}/pipelines?updated_after=2999-01-01T00:00:00Z"
+    ))
+    .await;
+    assert_eq!(later.as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_fault_after_the_handler_leaves_the_pipeline_created() {
+    let sim = sim().await;
+    sim.set_faults(gitlab_sim::Faults {
+        latency_ms: None,
+        rules: vec![gitlab_sim::FaultRule::new(
+            "pipeline_create",
+            gitlab_sim::FaultKind::ErrorAfter { status: 502 },
+        )],
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v4/projects/1/pipeline", sim.url()))
+        .header("PRIVATE-TOKEN", TOKEN)
+        .json(&json!({"ref": "main"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(sim.pipelines().len(), 1, "the request took effect");
 }
 
 #[tokio::test]
