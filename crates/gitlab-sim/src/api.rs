@@ -596,15 +596,22 @@ async fn get_pipeline(
     let query = query_pairs(&raw);
     let world = shared.world.lock().expect("world lock");
     let (_, project) = caller_and_project(&world, &headers, &query, &id, true)?;
-    let found = pipeline
+    let p = pipeline_of(&world, project.id, &pipeline)?;
+    Ok(Json(entities::pipeline(p, &shared.base_url())).into_response())
+}
+
+/// A pipeline of this project by the id in the path, or GitLab's 404.
+fn pipeline_of<'w>(
+    world: &'w crate::world::World,
+    project_id: u64,
+    pipeline: &str,
+) -> Result<&'w crate::world::Pipeline, Response> {
+    pipeline
         .parse::<u64>()
         .ok()
         .and_then(|pid| world.pipelines.get(&pid))
-        .filter(|p| p.project_id == project.id);
-    match found {
-        Some(p) => Ok(Json(entities::pipeline(p, &shared.base_url())).into_response()),
-        None => Err(message(StatusCode::NOT_FOUND, "404 Not found")),
-    }
+        .filter(|p| p.project_id == project_id)
+        .ok_or_else(|| message(StatusCode::NOT_FOUND, "404 Not found"))
 }
 
 async fn list_pipelines(
@@ -654,20 +661,14 @@ async fn pipeline_variables(
     let query = query_pairs(&raw);
     let world = shared.world.lock().expect("world lock");
     let (_, project) = caller_and_project(&world, &headers, &query, &id, true)?;
-    match pipeline
-        .parse::<u64>()
-        .ok()
-        .and_then(|pid| world.pipelines.get(&pid))
-    {
-        Some(p) if p.project_id == project.id => Ok(Json(
-            p.variables
-                .iter()
-                .map(|(k, v)| json!({"key": k, "value": v, "variable_type": "env_var"}))
-                .collect::<Vec<_>>(),
-        )
-        .into_response()),
-        _ => Err(message(StatusCode::NOT_FOUND, "404 Not found")),
-    }
+    let p = pipeline_of(&world, project.id, &pipeline)?;
+    Ok(Json(
+        p.variables
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v, "variable_type": "env_var"}))
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
 }
 
 async fn cancel_pipeline(
@@ -681,14 +682,7 @@ async fn cancel_pipeline(
         let world = shared.world.lock().expect("world lock");
         let (caller, project) = caller_and_project(&world, &headers, &query, &id, false)?;
         require_write(caller)?;
-        match pipeline
-            .parse::<u64>()
-            .ok()
-            .and_then(|pid| world.pipelines.get(&pid))
-        {
-            Some(p) if p.project_id == project.id => p.id,
-            _ => return Err(message(StatusCode::NOT_FOUND, "404 Not found")),
-        }
+        pipeline_of(&world, project.id, &pipeline)?.id
     };
     crate::hooks::cancel(&shared, pid);
     let world = shared.world.lock().expect("world lock");
