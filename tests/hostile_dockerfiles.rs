@@ -42,3 +42,24 @@ fn every_shape_at_small_sizes() {
         check_all(size);
     }
 }
+
+/// The sizes the issue names, whatever the file-size limit: 200,000 `FROM`
+/// lines and 100,000 stages.
+#[test]
+fn two_hundred_thousand_from_lines_and_a_hundred_thousand_stages() {
+    let text = "FROM alpine\n".repeat(200_000);
+    let out = extract(&text, &BuildArgs::new());
+    assert_eq!(out.images.len(), 200_000);
+    assert_eq!(out.images[199_999].line, 200_000);
+    let mut text = String::from("FROM alpine AS s0\n");
+    for i in 1..100_000 {
+        text.push_str(&format!(
+            "FROM s{} AS s{i}\nCOPY --from=s{} / /\n",
+            i - 1,
+            i / 2
+        ));
+    }
+    let out = extract(&text, &BuildArgs::new());
+    let refs: Vec<&str> = out.images.iter().map(|i| i.reference.as_str()).collect();
+    assert_eq!(refs, ["alpine"]);
+}

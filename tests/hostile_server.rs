@@ -132,6 +132,10 @@ async fn get(url: &str) -> (u16, String) {
 async fn the_server_stays_up_through_hostile_pushes_and_a_crashing_event() {
     let mut projects = good_projects();
     projects.push(image_project("evil/crashes", &["g/base"]));
+    projects.push(
+        ProjectSpec::new("evil/too-large")
+            .dockerfile(&format!("FROM {REG}/g/base\n{}", "RUN x\n".repeat(MIB / 3))),
+    );
     let sim = start(projects).await;
     let state = tempfile::tempdir().unwrap();
     let mut server = Server::start_with_env(
@@ -142,6 +146,28 @@ async fn the_server_stays_up_through_hostile_pushes_and_a_crashing_event() {
     )
     .await;
     sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
+    // The oversize Dockerfile is named, with the reason, on the status page.
+    let status = server.status().await;
+    assert!(
+        status["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["project"] == "evil/too-large"
+                && s["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("--max-dockerfile-size")),
+        "{:#}",
+        status["skipped"]
+    );
+    let page = reqwest::get(&server.url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Skipped projects") && page.contains("evil/too-large"));
     // Every hostile shape pushed to a project the graph knows.
     for shape in shapes(MIB - 1024) {
         sim.commit_file("g/forward", "main", "Dockerfile", &shape.text)

@@ -669,3 +669,95 @@ async fn stored_fields_are_bounded_and_metric_labels_fixed() {
     assert!(!metrics.contains("evilkkk"), "a label from the body");
     assert!(metrics.contains("kind=\"other\""), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_requests_beyond_the_concurrency_limit_wait_their_turn() {
+    let (_sim, _state, server) = started(&[
+        "--max-concurrent-requests",
+        "1",
+        "--body-read-timeout",
+        "2s",
+    ])
+    .await;
+    let addr = host_port(&server.url);
+    // One request holds the only slot: its body never comes.
+    let mut holder = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nX-Gitlab-Token: {SECRET}\r\nContent-Length: 1000\r\n\r\n"
+    );
+    holder.write_all(head.as_bytes()).await.unwrap();
+    // Until the server holds it (the handler counts itself in flight).
+    let mut held = false;
+    for _ in 0..500 {
+        let metrics = reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics
+            .lines()
+            .any(|l| l == "autodep_webhook_requests_in_flight 1")
+        {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held, "the first request never got in");
+    // A second, complete request must not be answered before the first.
+    let second = reqwest::Client::new()
+        .post(format!("{}/webhook", server.url))
+        .header("X-Gitlab-Token", SECRET)
+        .body(r#"{"object_kind":"build"}"#)
+        .send();
+    let mut buf = [0u8; 256];
+    let first = holder.read(&mut buf);
+    tokio::select! {
+        biased;
+        n = first => {
+            let n = n.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"));
+        }
+        _ = second => panic!("the second request was answered while the only slot was taken"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_characters_cannot_forge_log_lines() {
+    let gitlab = hostile(
+        [127, 0, 0, 1],
+        Router::new()
+            .route(
+                "/api/v4/projects",
+                get(|| async {
+                    axum::Json(vec![project_json(1, "g/a\nERROR forged line\r\x1b[1mbold")])
+                }),
+            )
+            .route(
+                "/api/v4/projects/{id}/repository/files/{file}/raw",
+                get(|| async { "FROM ${UNSET_NAME}/x\n" }),
+            ),
+    )
+    .await;
+    // -v logs a note per project, naming it.
+    let out = run(&format!("http://{gitlab}"), &["-v", "graph"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("g/a\\x0aERROR forged line"), "{err}");
+    assert!(!err.lines().any(|l| l.starts_with("ERROR forged")), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_failure_says_what_failed() {
+    // A plain-HTTP server asked for https: the cause is in the message.
+    let gitlab = hostile([127, 0, 0, 1], Router::new().fallback(|| async { "[]" })).await;
+    let out = run(
+        &format!("https://{gitlab}"),
+        &["--max-retries", "0", "graph"],
+    )
+    .await;
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("corrupt message"), "{}", stderr(&out));
+}

@@ -267,12 +267,29 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Respon
     }
 }
 
+/// Counts webhook requests being handled (`autodep_webhook_requests_in_flight`).
+struct InFlight;
+
+impl InFlight {
+    fn new() -> InFlight {
+        metrics::gauge!("autodep_webhook_requests_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("autodep_webhook_requests_in_flight").decrement(1.0);
+    }
+}
+
 /// Checks the secret from the headers before a byte of the body is read.
 pub async fn handle(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    let _in_flight = InFlight::new();
     if let Some(expected) = &app.webhook_token {
         let given = header(&headers, "x-gitlab-token").unwrap_or("");
         if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
