@@ -8,6 +8,7 @@
 
 mod expand;
 mod lines;
+mod pattern;
 
 use std::collections::{HashMap, HashSet};
 
@@ -420,7 +421,7 @@ impl Context<'_> {
         if !has_literal {
             return false;
         }
-        let pattern = expand::Wildcard::new(segments);
+        let pattern = pattern::Wildcard::new(segments);
         for stage in &self.stages.names {
             match pattern.matches(stage, self.budget) {
                 Some(true) => return true,
