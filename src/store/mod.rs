@@ -1,0 +1,310 @@
+//! Persisted state (SQLite, WAL): accepted webhook events, the trigger
+//! queue, and the last scan's projects. The only module that touches the
+//! disk. An event is committed before GitLab gets its 2xx; triggers are
+//! rows until GitLab confirms a pipeline, so a crash loses nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::scan::ScannedProject;
+
+mod queue;
+
+pub use queue::{Accepted, NewEvent, NewTrigger, StoredEvent, StoredTrigger};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state database {path}: {source}. Check that --state-dir exists and is writable")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state database holds data this version cannot read: {0}")]
+    Corrupt(String),
+    #[error("another gitlab-docker-autodep server{holder} is using the state directory {dir}; stop it, or give this one its own --state-dir")]
+    Locked { dir: PathBuf, holder: String },
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    kind TEXT NOT NULL,              -- pipeline | push
+    dedupe_key TEXT NOT NULL UNIQUE, -- the natural key (project, pipeline, status / commit)
+    event_uuid TEXT,                 -- X-Gitlab-Event-UUID, propagated to GitLab
+    project_id INTEGER NOT NULL,
+    project_path TEXT NOT NULL,
+    detail TEXT NOT NULL,            -- pipeline id / pushed commit
+    state TEXT NOT NULL,             -- pending | done | parked
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events(state, id);
+CREATE TABLE IF NOT EXISTS triggers (
+    id INTEGER PRIMARY KEY,
+    event_id INTEGER NOT NULL,
+    event_uuid TEXT,
+    project_id INTEGER NOT NULL,
+    project_path TEXT NOT NULL,
+    git_ref TEXT NOT NULL,
+    upstream TEXT NOT NULL,
+    image TEXT NOT NULL,
+    state TEXT NOT NULL,             -- queued | done | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    pipeline_id INTEGER,
+    web_url TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+-- At most one queued trigger per project: later ones coalesce into it.
+CREATE UNIQUE INDEX IF NOT EXISTS triggers_one_queued ON triggers(project_id) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS triggers_due ON triggers(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS projects (
+    id INTEGER PRIMARY KEY,
+    json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// Creates the state directory (0700) and the database file (0600) when
+/// they do not exist yet, so that SQLite's journal files, which take the
+/// database's mode, are private too. An existing directory (a systemd
+/// `StateDirectory`, a mounted volume) keeps its mode.
+fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(database)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+/// Brings a database written by an earlier version up to date.
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has_attempts: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'attempts'")?
+        .exists([])?;
+    if !has_attempts {
+        conn.execute_batch(
+            "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE events ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
+    let has_idempotency: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'idempotency_key'")?
+        .exists([])?;
+    if !has_idempotency {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN idempotency_key TEXT;")?;
+    }
+    conn.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events(idempotency_key)
+         WHERE idempotency_key IS NOT NULL;",
+    )?;
+    let has_marker: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('triggers') WHERE name = 'marker'")?
+        .exists([])?;
+    if !has_marker {
+        conn.execute_batch(
+            "ALTER TABLE triggers ADD COLUMN marker TEXT;
+             ALTER TABLE triggers ADD COLUMN posted INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
+    Ok(())
+}
+
+fn now_text() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn now_millis() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    /// An exclusive lock on `server.lock` in the state directory, held as
+    /// long as any clone of the store lives: one server per directory.
+    _lock: Arc<std::fs::File>,
+}
+
+/// Takes the state directory's lock, or says who holds it.
+fn lock_directory(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("server.lock");
+    let io = |e: std::io::Error| {
+        StoreError::Sql(rusqlite::Error::InvalidPath(
+            format!("{}: {e}", path.display()).into(),
+        ))
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(io)?;
+            file.rewind().map_err(io)?;
+            write!(file, "{}", std::process::id()).map_err(io)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            Err(StoreError::Locked {
+                dir: dir.to_path_buf(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `DIR/state.sqlite3`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("state.sqlite3");
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        private_files(dir, &path).map_err(|e| {
+            open_err(rusqlite::Error::InvalidPath(
+                format!("{}: {e}", dir.display()).into(),
+            ))
+        })?;
+        let lock = lock_directory(dir)?;
+        let conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        // WAL + FULL: a commit is on disk before GitLab hears "accepted".
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        migrate(&conn).map_err(open_err)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            _lock: Arc::new(lock),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (transactions roll back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the stored scan.
+    pub fn save_projects(&self, projects: &[ScannedProject]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM projects", [])?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO projects (id, json) VALUES (?1, ?2)")?;
+            for p in projects {
+                let json =
+                    serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                insert.execute(params![p.project.id as i64, json])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('scanned_at', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [now_text()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn save_project(&self, project: &ScannedProject) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(project).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.lock().execute(
+            "INSERT INTO projects (id, json) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET json = excluded.json",
+            params![project.project.id as i64, json],
+        )?;
+        Ok(())
+    }
+
+    /// How long ago the stored scan was saved, if one was.
+    pub fn scan_age(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        let saved: Option<String> = self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = 'scanned_at'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(saved
+            .and_then(|t| {
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|at| {
+                let age = time::OffsetDateTime::now_utc() - at;
+                std::time::Duration::from_secs_f64(age.as_seconds_f64().max(0.0))
+            }))
+    }
+
+    /// The stored scan, or `None` when no scan was ever saved.
+    pub fn load_projects(&self) -> Result<Option<Vec<ScannedProject>>, StoreError> {
+        let conn = self.lock();
+        let scanned: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'scanned_at'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if scanned.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = conn.prepare("SELECT json FROM projects ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            match serde_json::from_str(&json?) {
+                Ok(project) => out.push(project),
+                // Written by another version: a rescan replaces it.
+                Err(e) => {
+                    tracing::warn!(
+                        "the stored scan cannot be read by this version ({e}); rescanning"
+                    );
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use super::*;
+
+fn event(key: &str) -> NewEvent {
+    NewEvent {
+        kind: "pipeline".into(),
+        dedupe_key: key.into(),
+        idempotency_key: None,
+        event_uuid: Some("uuid".into()),
+        project_id: 1,
+        project_path: "g/base".into(),
+        detail: "pipeline 1".into(),
+    }
+}
+
+fn trigger(project_id: u64) -> NewTrigger {
+    NewTrigger {
+        project_id,
+        project_path: format!("g/p{project_id}"),
+        git_ref: "main".into(),
+        upstream: "g/base".into(),
+        image: "img".into(),
+    }
+}
+
+#[test]
+fn events_are_deduplicated_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let got = store
+        .accept_events(&[event("a"), event("b"), event("a")])
+        .unwrap();
+    assert!(matches!(got[0], Accepted::New(_)) && matches!(got[1], Accepted::New(_)));
+    assert_eq!(got[2], Accepted::Duplicate);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.accept_events(&[event("b")]).unwrap(),
+        [Accepted::Duplicate]
+    );
+    assert_eq!(store.pending_events(10).unwrap().len(), 2);
+}
+
+#[test]
+fn the_natural_key_and_the_idempotency_key_both_deduplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let with_key = |natural: &str, idem: &str| NewEvent {
+        idempotency_key: Some(idem.into()),
+        ..event(natural)
+    };
+    let got = store
+        .accept_events(&[
+            with_key("pipeline:1:7:success", "k1"),
+            // A group hook and a project hook: two keys, one event.
+            with_key("pipeline:1:7:success", "k2"),
+            // A resend: same key, and (here) a different natural key.
+            with_key("pipeline:1:8:success", "k1"),
+            with_key("pipeline:1:8:success", "k3"),
+        ])
+        .unwrap();
+    assert!(matches!(got[0], Accepted::New(_)));
+    assert_eq!(got[1], Accepted::Duplicate);
+    assert_eq!(got[2], Accepted::Duplicate);
+    assert!(matches!(got[3], Accepted::New(_)));
+}
+
+#[test]
+fn one_store_per_directory_and_a_stale_scan_means_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let second = Store::open(dir.path()).err().expect("locked");
+    let text = second.to_string();
+    assert!(
+        text.contains(&format!("(pid {})", std::process::id())) && text.contains("--state-dir"),
+        "{text}"
+    );
+    // A scan stored by another version (a shape this one cannot read).
+    {
+        let conn = store.lock();
+        conn.execute(
+            "INSERT INTO projects (id, json) VALUES (1, '{\"old\": true}')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('scanned_at', 'x')",
+            [],
+        )
+        .unwrap();
+    }
+    assert!(store.load_projects().unwrap().is_none());
+    drop(store);
+    assert!(
+        Store::open(dir.path()).is_ok(),
+        "the lock goes with the store"
+    );
+}
+
+#[test]
+fn retention_deletes_only_finished_old_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ids: Vec<i64> = store
+        .accept_events(&[event("old-done"), event("old-pending"), event("new-done")])
+        .unwrap()
+        .into_iter()
+        .map(|a| match a {
+            Accepted::New(id) => id,
+            Accepted::Duplicate => panic!(),
+        })
+        .collect();
+    store.complete_event(ids[0], None, &[], "ok").unwrap();
+    store
+        .complete_event(ids[2], None, &[trigger(5)], "ok")
+        .unwrap();
+    store
+        .lock()
+        .execute(
+            "UPDATE events SET received_at = '2000-01-01T00:00:00Z' WHERE id IN (?1, ?2)",
+            params![ids[0], ids[1]],
+        )
+        .unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(store.delete_finished_older_than(day).unwrap(), (1, 0));
+    let left: Vec<String> = store
+        .recent_events(10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.state)
+        .collect();
+    assert_eq!(
+        left,
+        ["done", "pending"],
+        "the new one and the pending one stay"
+    );
+    // A queued trigger is never deleted, however old.
+    store
+        .lock()
+        .execute(
+            "UPDATE triggers SET updated_at = '2000-01-01T00:00:00Z'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(store.delete_finished_older_than(day).unwrap(), (0, 0));
+}
+
+#[test]
+fn queued_triggers_coalesce_per_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ids: Vec<i64> = store
+        .accept_events(&[event("a"), event("b")])
+        .unwrap()
+        .into_iter()
+        .map(|a| match a {
+            Accepted::New(id) => id,
+            Accepted::Duplicate => panic!(),
+        })
+        .collect();
+    assert_eq!(
+        store
+            .complete_event(ids[0], None, &[trigger(2), trigger(3)], "queued")
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .complete_event(ids[1], None, &[trigger(3), trigger(4)], "queued")
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.queue_depth().unwrap(), (0, 3));
+    let due = store.due_triggers(10).unwrap();
+    assert_eq!(due.len(), 3);
+    store.trigger_done(due[0].id, 77, "http://x").unwrap();
+    store
+        .trigger_retry(due[1].id, std::time::Duration::from_secs(60), "503")
+        .unwrap();
+    store.trigger_failed(due[2].id, "403").unwrap();
+    assert!(
+        store.due_triggers(10).unwrap().is_empty(),
+        "the retried one is not due yet"
+    );
+    // Once done, a project can be queued again.
+    let id = match store.accept_events(&[event("c")]).unwrap()[0] {
+        Accepted::New(id) => id,
+        Accepted::Duplicate => panic!(),
+    };
+    assert_eq!(
+        store
+            .complete_event(id, None, &[trigger(2)], "queued")
+            .unwrap(),
+        1
+    );
+}
