@@ -3,7 +3,6 @@
 
 mod cli;
 mod commands;
-mod demo;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

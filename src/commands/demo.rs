@@ -1,5 +1,5 @@
-//! `server` and `demo`: the webhook server from the command line, and a
-//! guided run against the embedded simulated GitLab.
+//! `demo`: a guided run against the embedded simulated GitLab — the
+//! server, a rebuild of a base image, and a summary counted from what ran.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -13,70 +13,7 @@ use gitlab_docker_autodep::plan::TriggerPlan;
 use gitlab_docker_autodep::server::{self, ServerConfig};
 use gitlab_sim::{PipelineStatus, ProjectSpec, SimBuilder};
 
-use crate::cli::ServerArgs;
-use crate::commands::{Settings, UsageError, EXIT_OK, EXIT_PIPELINE_FAILED};
-
-pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
-    let webhook_token = match (&args.webhook_auth_token, &args.webhook_auth_token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(file)) => Some(first_line(file, "--webhook-auth-token-file")?),
-        (None, None) if args.insecure_no_webhook_auth => None,
-        (None, None) => {
-            return Err(UsageError(
-                "no webhook secret: give one with --webhook-auth-token-file FILE (or \
-                 AUTODEP_WEBHOOK_TOKEN), the same as the hooks' Secret token in GitLab. \
-                 To accept unauthenticated webhooks anyway, pass --insecure-no-webhook-auth"
-                    .into(),
-            )
-            .into())
-        }
-    };
-    if webhook_token.as_deref() == Some("") {
-        return Err(UsageError(
-            "the webhook secret is empty, which would let anyone in: give a secret with \
-             --webhook-auth-token-file FILE, or pass --insecure-no-webhook-auth on purpose"
-                .into(),
-        )
-        .into());
-    }
-    let listen: SocketAddr = tokio::net::lookup_host((args.host.as_str(), args.port))
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            UsageError(format!(
-                "--host {:?} is not an address or a name this machine can resolve",
-                args.host
-            ))
-        })?;
-    let status_token = match &args.status_token_file {
-        Some(file) => Some(first_line(file, "--status-token-file")?),
-        None => None,
-    };
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(server::default_state_dir);
-    let config = ServerConfig {
-        refresh_interval: args.refresh_interval,
-        max_body_bytes: args.max_body_bytes,
-        trigger_parallelism: args.trigger_parallelism as usize,
-        retry_delay: args.trigger_retry_delay,
-        max_event_attempts: args.max_event_attempts,
-        match_keyword: s.match_keyword.clone(),
-        max_connections: args.max_connections as usize,
-        max_concurrent_requests: args.max_concurrent_requests as usize,
-        header_read_timeout: args.header_read_timeout,
-        body_read_timeout: args.body_read_timeout,
-        status_listen: args.status_listen,
-        status_token,
-        retention: args.retention,
-        ..ServerConfig::new(listen, webhook_token, state_dir)
-    };
-    tracing::info!(state_dir = %config.state_dir.display(), "state directory");
-    server::run(s.gitlab, s.registry, config).await?;
-    Ok(EXIT_OK)
-}
+use super::{EXIT_OK, EXIT_PIPELINE_FAILED};
 
 const DIGEST: &str = "sha256:4b8a8f9d3c2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a";
 
@@ -318,17 +255,6 @@ impl Outcome {
         }
         text
     }
-}
-
-/// The first line of a secret file, which must not be empty.
-fn first_line(file: &std::path::Path, option: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| UsageError(format!("cannot read {option} {}: {e}", file.display())))?;
-    let line = text.lines().next().unwrap_or("").trim().to_string();
-    if line.is_empty() {
-        return Err(UsageError(format!("{option} {} is empty", file.display())).into());
-    }
-    Ok(line)
 }
 
 /// A fresh state directory for the demo's server.

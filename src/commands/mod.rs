@@ -1,6 +1,9 @@
 //! What each subcommand does: settings from options, scan, plan, execute,
 //! print. Errors carry what to do next; `exit_code_for` maps them.
 
+mod demo;
+mod server;
+
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
@@ -259,9 +262,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Server(args) => {
             let s = settings(&cli.global)?;
-            crate::demo::serve(s, args).await
+            server::serve(s, args).await
         }
-        Command::Demo { pipeline_duration } => crate::demo::run(pipeline_duration).await,
+        Command::Demo { pipeline_duration } => demo::run(pipeline_duration).await,
         Command::Healthcheck { url } => Ok(healthcheck(url).await),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
