@@ -130,14 +130,14 @@ impl DependencyGraph {
         for p in projects {
             let node = g.graph.add_node(ProjectNode {
                 id: p.project.id,
-                path: p.project.path_with_namespace.clone(),
+                path: p.project.path.clone(),
                 default_branch: p.project.default_branch.clone(),
                 archived: p.project.archived,
                 web_url: p.project.web_url.clone(),
                 dockerfile: state_name(&p.dockerfile),
             });
             g.by_id.insert(p.project.id, node);
-            g.by_path.insert(&p.project.path_with_namespace, node);
+            g.by_path.insert(&p.project.path, node);
         }
         for p in projects {
             g.add_edges_of(p);
@@ -148,7 +148,7 @@ impl DependencyGraph {
     /// Adds the edges of one project's Dockerfile.
     fn add_edges_of(&mut self, p: &ScannedProject) {
         let node = self.by_id[&p.project.id];
-        let path = &p.project.path_with_namespace;
+        let path = &p.project.path;
         let images = match &p.dockerfile {
             DockerfileState::Found { images, .. } => images,
             DockerfileState::Failed { error } => {

@@ -60,9 +60,36 @@ impl From<&BaseImage> for ScannedImage {
     }
 }
 
+/// A project as the tool keeps it (the scan's result, stored between runs):
+/// not GitLab's JSON, which stays in `gitlab::wire`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectInfo {
+    pub id: u64,
+    /// `group/sub/project` as GitLab shows it (capitals kept).
+    pub path: String,
+    /// `None` for a project without a repository.
+    pub default_branch: Option<String>,
+    pub archived: bool,
+    pub empty_repo: bool,
+    pub web_url: String,
+}
+
+impl From<Project> for ProjectInfo {
+    fn from(p: Project) -> ProjectInfo {
+        ProjectInfo {
+            id: p.id,
+            path: p.path_with_namespace,
+            default_branch: p.default_branch,
+            archived: p.archived,
+            empty_repo: p.empty_repo,
+            web_url: p.web_url,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScannedProject {
-    pub project: Project,
+    pub project: ProjectInfo,
     pub dockerfile: DockerfileState,
 }
 
@@ -77,9 +104,7 @@ pub struct Scan {
 impl Scan {
     pub fn failures(&self) -> impl Iterator<Item = (&str, &str)> {
         self.projects.iter().filter_map(|p| match &p.dockerfile {
-            DockerfileState::Failed { error } => {
-                Some((p.project.path_with_namespace.as_str(), error.as_str()))
-            }
+            DockerfileState::Failed { error } => Some((p.project.path.as_str(), error.as_str())),
             _ => None,
         })
     }
@@ -100,8 +125,8 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 /// The build arguments GitLab CI jobs commonly pass to `docker build`.
-pub fn ci_build_args(registry_host: &str, project: &Project) -> BuildArgs {
-    let path = project.path_with_namespace.to_lowercase();
+pub fn ci_build_args(registry_host: &str, project: &ProjectInfo) -> BuildArgs {
+    let path = project.path.to_lowercase();
     let namespace = path.rsplit_once('/').map(|(n, _)| n).unwrap_or("");
     BuildArgs::new()
         .with("CI_REGISTRY", registry_host)
@@ -116,6 +141,7 @@ pub async fn scan_project(
     project: Project,
     registry_host: &str,
 ) -> Result<ScannedProject, GitLabError> {
+    let project = ProjectInfo::from(project);
     let dockerfile = if project.archived {
         DockerfileState::Archived
     } else if project.empty_repo {
@@ -129,7 +155,7 @@ pub async fn scan_project(
             Ok(None) => DockerfileState::Missing,
             Ok(Some(file)) => {
                 let args = ci_build_args(registry_host, &project);
-                let path = project.path_with_namespace.clone();
+                let path = project.path.clone();
                 // CPU work of up to tens of milliseconds: off the async runtime.
                 let images = tokio::task::spawn_blocking(move || {
                     let extraction = dockerfile::extract(&file.text, &args);

@@ -3,10 +3,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
-use crate::gitlab::Project;
 use crate::graph::{DependencyGraph, Target};
 use crate::image::Registry;
-use crate::scan::{DockerfileState, ScannedImage, ScannedProject};
+use crate::scan::{DockerfileState, ProjectInfo, ScannedImage, ScannedProject};
 
 const REG: &str = "registry.example.com";
 
@@ -27,9 +26,9 @@ fn graph(n: usize, edges: &[(usize, usize)]) -> DependencyGraph {
                 })
                 .collect();
             ScannedProject {
-                project: Project {
+                project: ProjectInfo {
                     id: i as u64 + 1,
-                    path_with_namespace: format!("g/p{i}"),
+                    path: format!("g/p{i}"),
                     default_branch: Some("main".into()),
                     archived: false,
                     empty_repo: false,

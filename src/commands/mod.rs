@@ -171,7 +171,7 @@ pub async fn scan_and_build(s: &Settings, quiet: bool) -> anyhow::Result<(Scan, 
     .await
     .context("scan failed")?;
     for p in &scan.projects {
-        let path = &p.project.path_with_namespace;
+        let path = &p.project.path;
         let branch = p.project.default_branch.as_deref().unwrap_or("HEAD");
         match &p.dockerfile {
             DockerfileState::Missing => {

@@ -241,7 +241,7 @@ fn skipped_projects(view: &super::GraphView, limit: usize) -> Vec<(String, Strin
                 DockerfileState::Failed { error } => format!("could not be read: {error}"),
                 _ => return None,
             };
-            Some((p.project.path_with_namespace.clone(), reason))
+            Some((p.project.path.clone(), reason))
         })
         .take(limit)
         .collect()
