@@ -72,6 +72,11 @@ impl MemberState {
 pub struct Member {
     pub project_id: u64,
     pub project: String,
+    /// The branch its pipeline runs on (the default branch).
+    pub git_ref: String,
+    /// What makes it stale, for the pipeline's `AUTODEP_*` variables.
+    pub upstream: String,
+    pub image: String,
     /// Members whose pipelines must succeed first.
     pub waits_for: BTreeSet<u64>,
     /// 0 for projects built directly on the target.
@@ -126,6 +131,9 @@ impl Cascade {
                 let member = Member {
                     project_id: t.project_id,
                     project: t.project.clone(),
+                    git_ref: t.git_ref.clone(),
+                    upstream: t.upstream.clone(),
+                    image: t.image.clone(),
                     waits_for: t
                         .waits_for
                         .iter()

@@ -309,6 +309,11 @@ pub struct ServerArgs {
     #[arg(long, value_name = "ADDR")]
     pub status_listen: Option<std::net::SocketAddr>,
 
+    /// In a cascade, a pipeline that stops at a manual job counts as a
+    /// success (by default its dependents are not built).
+    #[arg(long)]
+    pub accept_manual: bool,
+
     /// Finished events and triggers older than this are deleted (hourly).
     #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
     pub retention: Duration,

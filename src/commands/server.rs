@@ -64,6 +64,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         status_listen: args.status_listen,
         status_token,
         retention: args.retention,
+        accept_manual: args.accept_manual,
         ..ServerConfig::new(listen, webhook_token, state_dir)
     };
     tracing::info!(state_dir = %config.state_dir.display(), "state directory");

@@ -2,7 +2,7 @@
 //! ones. At most `max_connections` are open at once; request headers must
 //! arrive within the header timeout and bodies within the body timeout; and
 //! when the limit is reached, the connection that has been idle longest (no
-//! request in progress: still sending its headers, or a kept-alive
+//! request in progress for at least a second: still sending its headers, or a kept-alive
 //! connection between requests) is closed to make room, so clients that
 //! hold connections without using them cannot lock out those that send.
 //! Graceful shutdown lets requests in flight finish.
@@ -32,9 +32,10 @@ pub struct Limits {
 }
 
 /// How long a connection must have been idle before it may be closed to
-/// make room: a client on any sane network sends its request well within
-/// it; one that holds a connection open without sending is much older.
-const MIN_IDLE: Duration = Duration::from_millis(100);
+/// make room: a client sends its request well within it even when this
+/// server is busy; one that holds a connection open without sending is
+/// much older.
+const MIN_IDLE: Duration = Duration::from_secs(1);
 
 /// What the accept loop knows of one open connection.
 struct Activity {

@@ -1,11 +1,13 @@
 //! The webhook server: GitLab calls `/webhook`; a successful pipeline on a
-//! project's default branch queues its first-level dependents, whose own
-//! pipelines call us again, so the chain rebuilds the tree.
+//! project's default branch starts a cascade over everything built on it,
+//! which the hooks of the pipelines we create advance, each project once,
+//! after all its upstreams.
 //!
 //! Handlers only validate, persist and enqueue; the worker talks to GitLab.
 //! The graph is loaded from the store at start (serving at once), rescanned
 //! every refresh interval, and patched by push events in between.
 
+mod cascades;
 mod listener;
 mod status;
 pub mod webhook;
@@ -57,6 +59,8 @@ pub struct ServerConfig {
     pub status_token: Option<String>,
     /// Finished events and triggers older than this are deleted.
     pub retention: Duration,
+    /// A `manual` pipeline counts as a success in a cascade.
+    pub accept_manual: bool,
 }
 
 impl ServerConfig {
@@ -79,6 +83,7 @@ impl ServerConfig {
             status_listen: None,
             status_token: None,
             retention: Duration::from_secs(30 * 86_400),
+            accept_manual: false,
         }
     }
 }

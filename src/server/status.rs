@@ -69,6 +69,56 @@ pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
+/// Each cascade: its root, and its members by depth with their states.
+fn cascades_html(html: &mut String, cascades: &[crate::store::StoredCascade]) {
+    use crate::cascade::MemberState;
+    if cascades.is_empty() {
+        return;
+    }
+    html.push_str("<h2>Cascades</h2><table><tr><th>cascade</th><th>started</th><th>why</th><th>state</th><th>members (depth: project state)</th></tr>");
+    for c in cascades {
+        let mut members: Vec<_> = c.machine.members.values().collect();
+        members.sort_by(|a, b| (a.depth, &a.project).cmp(&(b.depth, &b.project)));
+        let list: Vec<String> = members
+            .iter()
+            .map(|m| {
+                let state = match &m.state {
+                    MemberState::Waiting => "waiting".to_string(),
+                    MemberState::Triggered => "running".to_string(),
+                    MemberState::Succeeded => "succeeded".to_string(),
+                    MemberState::Failed { reason, .. } => format!("failed ({reason})"),
+                    MemberState::Pruned { because } => {
+                        format!("not built: upstream {because} did not succeed")
+                    }
+                };
+                format!(
+                    "{}: {} <span class=\"{}\">{}</span>",
+                    m.depth,
+                    escape(&m.project),
+                    if state == "succeeded" {
+                        "done"
+                    } else if state.starts_with("failed") || state.starts_with("not built") {
+                        "failed"
+                    } else {
+                        ""
+                    },
+                    escape(&state)
+                )
+            })
+            .collect();
+        let _ = write!(
+            html,
+            "<tr><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            c.id,
+            escape(&c.created_at),
+            escape(&c.reason),
+            escape(&c.state),
+            list.join("<br>")
+        );
+    }
+    html.push_str("</table>");
+}
+
 /// A link target only when it is http(s); anything else (`javascript:`,
 /// `data:`) is not rendered as a link.
 fn safe_href(url: &str) -> Option<String> {
@@ -220,11 +270,14 @@ pub fn graph_svg(g: &DependencyGraph, limit: usize) -> String {
     svg
 }
 
-type Snapshot = (
-    Vec<crate::store::StoredEvent>,
-    Vec<crate::store::StoredTrigger>,
-    (u64, u64, u64),
-);
+/// What the status surfaces show of the store.
+struct Snapshot {
+    events: Vec<crate::store::StoredEvent>,
+    triggers: Vec<crate::store::StoredTrigger>,
+    cascades: Vec<crate::store::StoredCascade>,
+    /// Pending events, queued triggers, parked events, running cascades.
+    depth: (u64, u64, u64, u64),
+}
 
 /// Projects the scan skipped for a reason the operator should see (too
 /// large, not readable, failed), at most `limit`, with the reason.
@@ -251,14 +304,18 @@ fn skipped_projects(view: &super::GraphView, limit: usize) -> Vec<(String, Strin
 async fn snapshot(app: &Arc<AppState>, recent: usize) -> Result<Snapshot, Response> {
     let store = app.store.clone();
     let data = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((
-            store.recent_events(recent)?,
-            store.recent_triggers(recent)?,
-            {
-                let (events, triggers) = store.queue_depth()?;
-                (events, triggers, store.parked_events()?)
-            },
-        ))
+        let (events, triggers) = store.queue_depth()?;
+        Ok::<_, crate::store::StoreError>(Snapshot {
+            events: store.recent_events(recent)?,
+            triggers: store.recent_triggers(recent)?,
+            cascades: store.recent_cascades(20)?,
+            depth: (
+                events,
+                triggers,
+                store.parked_events()?,
+                store.running_cascades()?,
+            ),
+        })
     })
     .await;
     match data {
@@ -273,7 +330,12 @@ async fn snapshot(app: &Arc<AppState>, recent: usize) -> Result<Snapshot, Respon
 
 /// The same facts as the page, for scripts and tests.
 pub async fn json(State(app): State<Arc<AppState>>) -> Response {
-    let (events, triggers, (pending, queued, parked)) = match snapshot(&app, 100).await {
+    let Snapshot {
+        events,
+        triggers,
+        cascades,
+        depth: (pending, queued, parked, running),
+    } = match snapshot(&app, 100).await {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -286,7 +348,8 @@ pub async fn json(State(app): State<Arc<AppState>>) -> Response {
         "ready": app.is_ready(),
         "projects": view.graph.project_count(),
         "dependencies": view.graph.edge_count(),
-        "queue": {"pending_events": pending, "queued_triggers": queued, "parked_events": parked},
+        "queue": {"pending_events": pending, "queued_triggers": queued, "parked_events": parked, "running_cascades": running},
+        "cascades": cascades,
         "skipped": skipped,
         "events": events,
         "triggers": triggers,
@@ -296,7 +359,12 @@ pub async fn json(State(app): State<Arc<AppState>>) -> Response {
 
 pub async fn page(State(app): State<Arc<AppState>>) -> Response {
     let view = app.graph();
-    let (events, triggers, (pending, queued, parked)) = match snapshot(&app, 30).await {
+    let Snapshot {
+        events,
+        triggers,
+        cascades,
+        depth: (pending, queued, parked, running),
+    } = match snapshot(&app, 30).await {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -320,7 +388,7 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         .failed{color:#b00}.done{color:#070}</style><h1>gitlab-docker-autodep</h1>");
     let _ = write!(
         html,
-        "<p>{} · {} projects, {} dependencies · graph built {} · up {}s · queue: {pending} event(s), {queued} trigger(s), {parked} parked event(s)</p>",
+        "<p>{} · {} projects, {} dependencies · graph built {} · up {}s · queue: {pending} event(s), {queued} trigger(s), {parked} parked event(s) · {running} running cascade(s)</p>",
         if app.is_ready() { "ready" } else { "<b>not ready</b> (first scan running)" },
         view.graph.project_count(),
         view.graph.edge_count(),
@@ -337,6 +405,7 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         }
         html.push_str("</ul>");
     }
+    cascades_html(&mut html, &cascades);
     html.push_str("<h2>Recent triggers</h2><table><tr><th>updated</th><th>project</th><th>state</th><th>pipeline</th><th>upstream</th><th>error</th></tr>");
     for t in &triggers {
         let pipeline = match (t.web_url.as_deref().and_then(safe_href), t.pipeline_id) {

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AppState;
 use crate::scan::DOCKERFILE_PATH;
-use crate::store::{Accepted, NewEvent, Store};
+use crate::store::{Accepted, NewEvent, PipelineFacts, Store};
 
 /// What an event asks of us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,7 @@ pub fn classify(
         project_id,
         project_path: stored(path, 1024),
         detail: stored(&detail, 256),
+        pipeline: None,
     };
     match kind {
         "pipeline" => {
@@ -106,9 +107,10 @@ pub fn classify(
             let status = str_at(attrs, &["status"]).unwrap_or("");
             let git_ref = str_at(attrs, &["ref"]).unwrap_or("");
             let tag = attrs.get("tag").and_then(Value::as_bool).unwrap_or(false);
-            if status != "success" {
+            // A success may start a cascade; every end advances one.
+            if crate::cascade::Outcome::from_status(status).is_none() {
                 return Ok(Decision::Ignore(format!(
-                    "pipeline {pipeline_id} of {path} is {status:?}, not success"
+                    "pipeline {pipeline_id} of {path} is {status:?}, not finished"
                 )));
             }
             if tag {
@@ -139,12 +141,26 @@ pub fn classify(
                     )))
                 }
             }
-            Ok(Decision::Accept(event(
+            let marker = attrs
+                .get("variables")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|v| str_at(v, &["key"]) == Some(crate::rebuild::TRIGGER_ID_VARIABLE))
+                .and_then(|v| str_at(v, &["value"]))
+                .map(|m| stored(m, 64));
+            let mut accepted = event(
                 format!("pipeline:{project_id}:{pipeline_id}:{status}"),
                 project_id,
                 path,
-                format!("pipeline {pipeline_id}"),
-            )))
+                format!("pipeline {pipeline_id} {status}"),
+            );
+            accepted.pipeline = Some(PipelineFacts {
+                id: pipeline_id,
+                status: status.to_string(),
+                trigger_marker: marker,
+            });
+            Ok(Decision::Accept(accepted))
         }
         "push" => {
             let (Some(project_id), Some(path)) = (project_id(), path()) else {

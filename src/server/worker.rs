@@ -1,6 +1,6 @@
-//! Drains the durable queue: turns accepted events into triggers (or graph
-//! patches), then creates pipelines, retrying with backoff and honouring
-//! GitLab's `Retry-After` (inside the client) until GitLab answers for good.
+//! Drains the durable queue: turns accepted events into cascade steps (or
+//! graph patches), and creates the pipelines they queue — in tasks of their
+//! own, retrying with backoff until GitLab answers for good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,6 @@ use tokio::sync::watch;
 
 use super::AppState;
 use crate::gitlab::GitLabError;
-use crate::graph::Target;
 use crate::rebuild;
 use crate::scan;
 use crate::store::{NewTrigger, StoredEvent, StoredTrigger};
@@ -44,19 +43,22 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
     let mut next_cleanup = std::time::Instant::now();
+    // Pipelines being created, apart from planning: a slow POST never holds
+    // up the events behind it.
+    let mut firing = Firing::default();
     loop {
         if std::time::Instant::now() >= next_cleanup {
             delete_old(&app).await;
             next_cleanup = std::time::Instant::now() + Duration::from_secs(3600);
         }
         if *stopped.borrow() {
-            return;
+            break;
         }
-        let mut busy = false;
+        let mut busy = firing.reap();
         if app.has_graph() {
             busy |= plan_events(&app).await;
         }
-        busy |= fire_triggers(&app).await;
+        busy |= firing.start_due(&app).await;
         if let Ok((events, triggers)) = app.store.queue_depth() {
             metrics::gauge!("autodep_queue_events").set(events as f64);
             metrics::gauge!("autodep_queue_triggers").set(triggers as f64);
@@ -64,15 +66,106 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
         if let Ok(parked) = app.store.parked_events() {
             metrics::gauge!("autodep_events_parked").set(parked as f64);
         }
+        if let Ok(running) = app.store.running_cascades() {
+            metrics::gauge!("autodep_cascades_running").set(running as f64);
+        }
         if busy {
             continue;
         }
-        // Idle: wait for an event, the next retry, or shutdown.
+        // Idle: wait for an event, a pipeline created, the next retry, or
+        // shutdown.
         tokio::select! {
             _ = app.wake.notified() => {}
+            _ = firing.next_done() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stopped.wait_for(|s| *s) => return,
+            _ = stopped.wait_for(|s| *s) => break,
         }
+    }
+    // Shutdown: let the pipelines being created finish.
+    firing.drain().await;
+}
+
+/// Triggers being fired, each in its own task.
+#[derive(Default)]
+struct Firing {
+    tasks: tokio::task::JoinSet<()>,
+    /// Trigger ids by task, so a task that panicked is forgotten too.
+    ids: std::collections::HashMap<tokio::task::Id, i64>,
+}
+
+impl Firing {
+    /// Forgets the finished tasks; true when some were.
+    fn reap(&mut self) -> bool {
+        let mut any = false;
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            let id = match done {
+                Ok((id, ())) => id,
+                Err(e) => {
+                    tracing::error!("creating a pipeline panicked: {e}");
+                    e.id()
+                }
+            };
+            self.ids.remove(&id);
+            any = true;
+        }
+        any
+    }
+
+    /// Starts the due triggers not already being fired, up to
+    /// `--trigger-parallelism` at once.
+    async fn start_due(&mut self, app: &Arc<AppState>) -> bool {
+        let limit = app.config.trigger_parallelism.max(1);
+        let room = limit.saturating_sub(self.ids.len());
+        if room == 0 {
+            return false;
+        }
+        let store = app.store.clone();
+        let want = limit + self.ids.len();
+        let due = match blocking(move || store.due_triggers(want)).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("cannot read the trigger queue: {e}");
+                return false;
+            }
+        };
+        let firing: std::collections::HashSet<i64> = self.ids.values().copied().collect();
+        let mut started = false;
+        for t in due
+            .into_iter()
+            .filter(|t| !firing.contains(&t.id))
+            .take(room)
+        {
+            let (app, trigger_id) = (app.clone(), t.id);
+            let handle = self.tasks.spawn(async move {
+                fire(&app, t).await;
+                app.wake.notify_one();
+            });
+            self.ids.insert(handle.id(), trigger_id);
+            started = true;
+        }
+        started
+    }
+
+    /// Resolves when a task finishes (never, when there is none).
+    async fn next_done(&mut self) {
+        if self.tasks.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        match self.tasks.join_next_with_id().await {
+            Some(Ok((id, ()))) => {
+                self.ids.remove(&id);
+            }
+            Some(Err(e)) => {
+                tracing::error!("creating a pipeline panicked: {e}");
+                self.ids.remove(&e.id());
+            }
+            None => {}
+        }
+    }
+
+    async fn drain(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+        self.ids.clear();
     }
 }
 
@@ -116,7 +209,12 @@ async fn plan_events(app: &Arc<AppState>) -> bool {
             tokio::spawn(async move { process_event(&app, &event).await })
         };
         let failure = match task.await {
-            Ok(Ok((triggers, outcome))) => {
+            // A cascade step: recorded in its own transaction.
+            Ok(Ok(None)) => {
+                did = true;
+                continue;
+            }
+            Ok(Ok(Some((triggers, outcome)))) => {
                 let store = app.store.clone();
                 let (id, uuid) = (event.id, event.event_uuid.clone());
                 match blocking(move || {
@@ -145,17 +243,42 @@ async fn plan_events(app: &Arc<AppState>) -> bool {
     did
 }
 
-async fn process_event(
-    app: &Arc<AppState>,
-    event: &StoredEvent,
-) -> Result<(Vec<NewTrigger>, String), GitLabError> {
+/// What an event leads to: `None` when it was recorded with its cascade
+/// step already, else the triggers to queue and the outcome to record.
+type Processed = Option<(Vec<NewTrigger>, String)>;
+
+async fn process_event(app: &Arc<AppState>, event: &StoredEvent) -> Result<Processed, GitLabError> {
     if crate::failpoint::hit("event-panic", &event.project_path) {
         panic!("failpoint event-panic for {}", event.project_path);
     }
     match event.kind.as_str() {
-        "pipeline" => plan_pipeline_event(app, event).await,
-        "push" => refresh_project(app, event).await,
-        other => Ok((Vec::new(), format!("{other} events are not used"))),
+        "pipeline" => {
+            cascade_step(app, event).await;
+            Ok(None)
+        }
+        "push" => refresh_project(app, event).await.map(Some),
+        other => Ok(Some((Vec::new(), format!("{other} events are not used")))),
+    }
+}
+
+/// A pipeline event advances (or starts) cascades, in one transaction.
+async fn cascade_step(app: &Arc<AppState>, event: &StoredEvent) {
+    let (store, view, registry) = (app.store.clone(), app.graph(), app.registry.clone());
+    let accept_manual = app.config.accept_manual;
+    let stored = event.clone();
+    let step = blocking(move || {
+        store.with_cascades(|tx| {
+            super::cascades::on_pipeline_event(tx, &view, &registry, &stored, accept_manual)
+        })
+    })
+    .await;
+    match step {
+        Ok(outcome) => {
+            tracing::info!(project = %event.project_path, "{}: {outcome}", event.detail);
+            app.wake.notify_one();
+        }
+        // The store failed: the event stays pending and is tried again.
+        Err(e) => panic!("cannot record a cascade step for event {}: {e}", event.id),
     }
 }
 
@@ -199,53 +322,6 @@ async fn event_failed(app: &Arc<AppState>, event: &StoredEvent, error: &str) -> 
     true
 }
 
-/// First-level dependents of the project whose pipeline succeeded.
-async fn plan_pipeline_event(
-    app: &Arc<AppState>,
-    event: &StoredEvent,
-) -> Result<(Vec<NewTrigger>, String), GitLabError> {
-    let view = app.graph();
-    let g = &view.graph;
-    let target = g
-        .node_by_id(event.project_id)
-        .map(Target::Project)
-        .or_else(|| {
-            g.target(&format!(
-                "{}/{}",
-                app.registry.primary(),
-                event.project_path
-            ))
-            .ok()
-        });
-    let Some(target) = target else {
-        return Ok((
-            Vec::new(),
-            format!("{} has no known dependents", event.project_path),
-        ));
-    };
-    let plan = g.plan(&target, false);
-    let triggers: Vec<NewTrigger> = plan
-        .triggers
-        .iter()
-        .map(|t| NewTrigger {
-            project_id: t.project_id,
-            project_path: t.project.clone(),
-            git_ref: t.git_ref.clone(),
-            upstream: t.upstream.clone(),
-            image: t.image.clone(),
-        })
-        .collect();
-    let names: Vec<&str> = triggers.iter().map(|t| t.project_path.as_str()).collect();
-    let outcome = if names.is_empty() {
-        "no dependents".to_string()
-    } else {
-        format!("queued {}", names.join(", "))
-    };
-    tracing::info!(project = %event.project_path, "{} succeeded: {outcome}", event.detail);
-    metrics::counter!("autodep_triggers_queued_total").increment(triggers.len() as u64);
-    Ok((triggers, outcome))
-}
-
 /// A push changed the Dockerfile: re-read that one project.
 async fn refresh_project(
     app: &Arc<AppState>,
@@ -279,34 +355,12 @@ async fn refresh_project(
     Ok((Vec::new(), "graph refreshed".into()))
 }
 
-/// Creates pipelines for due triggers, several at once. Returns whether
-/// it did work.
-async fn fire_triggers(app: &Arc<AppState>) -> bool {
-    let store = app.store.clone();
-    let limit = app.config.trigger_parallelism.max(1);
-    let due = match blocking(move || store.due_triggers(limit)).await {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!("cannot read the trigger queue: {e}");
-            return false;
-        }
-    };
-    if due.is_empty() {
-        return false;
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for t in due {
-        let app = app.clone();
-        tasks.spawn(async move { fire(&app, t).await });
-    }
-    while tasks.join_next().await.is_some() {}
-    true
-}
-
 async fn fire(app: &Arc<AppState>, t: StoredTrigger) {
     let gitlab = app.gitlab.with_event_uuid(t.event_uuid.clone());
-    // In the server every trigger is first-level: the target is the upstream.
-    let variables = rebuild::autodep_variables(&t.upstream, &t.upstream, &t.image);
+    let mut variables = rebuild::autodep_variables(&t.upstream, &t.upstream, &t.image);
+    if let Some(cascade) = t.cascade_id {
+        variables.push(("AUTODEP_CASCADE".into(), cascade.to_string()));
+    }
     if !t.posted {
         let store = app.store.clone();
         if let Err(e) = blocking(move || store.trigger_posting(t.id)).await {
@@ -349,7 +403,13 @@ async fn fire(app: &Arc<AppState>, t: StoredTrigger) {
             tracing::error!(project = %t.project_path, "trigger failed for good: {e}");
             metrics::counter!("autodep_triggers_total", "outcome" => "failed").increment(1);
             let msg = e.to_string();
-            blocking(move || store.trigger_failed(t.id, &msg)).await
+            let (id, project) = (t.id, t.project_id);
+            let done = blocking(move || {
+                store.with_cascades(|tx| super::cascades::on_trigger_failed(tx, id, project, &msg))
+            })
+            .await;
+            app.wake.notify_one();
+            done
         }
     };
     if let Err(e) = outcome {

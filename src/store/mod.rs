@@ -10,9 +10,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::scan::ScannedProject;
 
+mod cascades;
 mod queue;
 
-pub use queue::{Accepted, NewEvent, NewTrigger, StoredEvent, StoredTrigger};
+pub use cascades::{CascadeTx, StoredCascade};
+pub use queue::{Accepted, NewEvent, NewTrigger, PipelineFacts, StoredEvent, StoredTrigger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -72,6 +74,23 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cascades (
+    id INTEGER PRIMARY KEY,
+    root_project_id INTEGER NOT NULL,
+    root_path TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    state TEXT NOT NULL,             -- running | finished
+    machine TEXT NOT NULL,           -- cascade::Cascade as JSON
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cascades_state ON cascades(state, id);
+-- Which cascades wait for a trigger's pipeline (several, when they joined).
+CREATE TABLE IF NOT EXISTS attachments (
+    trigger_id INTEGER NOT NULL,
+    cascade_id INTEGER NOT NULL,
+    PRIMARY KEY (trigger_id, cascade_id)
+);
 ";
 
 /// Creates the state directory (0700) and the database file (0600) when
@@ -99,36 +118,34 @@ fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Brings a database written by an earlier version up to date.
+/// Brings a database written by an earlier version up to date: columns
+/// added since are added, with their defaults.
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let has_attempts: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'attempts'")?
-        .exists([])?;
-    if !has_attempts {
-        conn.execute_batch(
-            "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE events ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;",
-        )?;
-    }
-    let has_idempotency: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'idempotency_key'")?
-        .exists([])?;
-    if !has_idempotency {
-        conn.execute_batch("ALTER TABLE events ADD COLUMN idempotency_key TEXT;")?;
+    for (table, column, definition) in [
+        ("events", "attempts", "INTEGER NOT NULL DEFAULT 0"),
+        ("events", "next_attempt_at", "INTEGER NOT NULL DEFAULT 0"),
+        ("events", "idempotency_key", "TEXT"),
+        ("events", "pipeline_id", "INTEGER"),
+        ("events", "pipeline_status", "TEXT"),
+        ("events", "trigger_marker", "TEXT"),
+        ("triggers", "marker", "TEXT"),
+        ("triggers", "posted", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        let exists = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !exists {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition};"
+            ))?;
+        }
     }
     conn.execute_batch(
         "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events(idempotency_key)
          WHERE idempotency_key IS NOT NULL;",
     )?;
-    let has_marker: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('triggers') WHERE name = 'marker'")?
-        .exists([])?;
-    if !has_marker {
-        conn.execute_batch(
-            "ALTER TABLE triggers ADD COLUMN marker TEXT;
-             ALTER TABLE triggers ADD COLUMN posted INTEGER NOT NULL DEFAULT 0;",
-        )?;
-    }
     Ok(())
 }
 

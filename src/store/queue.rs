@@ -20,6 +20,18 @@ pub struct NewEvent {
     pub project_id: u64,
     pub project_path: String,
     pub detail: String,
+    /// For a pipeline event: which pipeline, how it ended, and the trigger
+    /// that created it when it was ours.
+    pub pipeline: Option<PipelineFacts>,
+}
+
+/// What a Pipeline Hook says of the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineFacts {
+    pub id: u64,
+    pub status: String,
+    /// `AUTODEP_TRIGGER_ID` among its variables.
+    pub trigger_marker: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +53,7 @@ pub struct StoredEvent {
     pub outcome: Option<String>,
     /// Failed attempts so far.
     pub attempts: u32,
+    pub pipeline: Option<PipelineFacts>,
 }
 
 /// A trigger to queue for one project.
@@ -78,6 +91,8 @@ pub struct StoredTrigger {
     /// A create request was sent at least once.
     #[serde(skip)]
     pub posted: bool,
+    /// The first cascade waiting for it, if any.
+    pub cascade_id: Option<i64>,
 }
 
 impl Store {
@@ -88,8 +103,9 @@ impl Store {
         let mut out = Vec::with_capacity(events.len());
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (received_at, kind, dedupe_key, event_uuid, project_id, project_path, detail, state, idempotency_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8) ON CONFLICT DO NOTHING",
+                "INSERT INTO events (received_at, kind, dedupe_key, event_uuid, project_id, project_path, detail, state, idempotency_key,
+                                     pipeline_id, pipeline_status, trigger_marker)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
             )?;
             let now = now_text();
             for e in events {
@@ -101,7 +117,12 @@ impl Store {
                     e.project_id as i64,
                     e.project_path,
                     e.detail,
-                    e.idempotency_key
+                    e.idempotency_key,
+                    e.pipeline.as_ref().map(|p| p.id as i64),
+                    e.pipeline.as_ref().map(|p| p.status.as_str()),
+                    e.pipeline
+                        .as_ref()
+                        .and_then(|p| p.trigger_marker.as_deref()),
                 ])?;
                 out.push(if changed == 1 {
                     Accepted::New(tx.last_insert_rowid())
@@ -155,7 +176,8 @@ impl Store {
     fn events(&self, clause: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, received_at, kind, event_uuid, project_id, project_path, detail, state, outcome, attempts FROM events {clause} LIMIT ?1"
+            "SELECT id, received_at, kind, event_uuid, project_id, project_path, detail, state, outcome, attempts,
+                    pipeline_id, pipeline_status, trigger_marker FROM events {clause} LIMIT ?1"
         ))?;
         let rows = stmt.query_map([limit as i64], |r| {
             Ok(StoredEvent {
@@ -169,6 +191,17 @@ impl Store {
                 state: r.get(7)?,
                 outcome: r.get(8)?,
                 attempts: r.get(9)?,
+                pipeline: match (
+                    r.get::<_, Option<i64>>(10)?,
+                    r.get::<_, Option<String>>(11)?,
+                ) {
+                    (Some(id), Some(status)) => Some(PipelineFacts {
+                        id: id as u64,
+                        status,
+                        trigger_marker: r.get(12)?,
+                    }),
+                    _ => None,
+                },
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -238,7 +271,8 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, event_id, event_uuid, project_id, project_path, git_ref, upstream, image, state, attempts, pipeline_id, web_url, error, updated_at,
-                    created_at, COALESCE(marker, 'trigger-' || id), posted
+                    created_at, COALESCE(marker, 'trigger-' || id), posted,
+                    (SELECT MIN(a.cascade_id) FROM attachments a WHERE a.trigger_id = triggers.id)
              FROM triggers {clause} LIMIT ?1"
         ))?;
         let rows = stmt.query_map(params![limit as i64, now], |r| {
@@ -260,6 +294,7 @@ impl Store {
                 created_at: r.get(14)?,
                 marker: r.get(15)?,
                 posted: r.get::<_, i64>(16)? != 0,
+                cascade_id: r.get(17)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -318,8 +353,17 @@ impl Store {
             .unwrap_or_default();
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM cascades WHERE state = 'finished' AND updated_at < ?1",
+            [&cutoff],
+        )?;
+        tx.execute(
+            "DELETE FROM attachments WHERE cascade_id NOT IN (SELECT id FROM cascades)",
+            [],
+        )?;
         let triggers = tx.execute(
-            "DELETE FROM triggers WHERE state IN ('done', 'failed') AND updated_at < ?1",
+            "DELETE FROM triggers WHERE state IN ('done', 'failed') AND updated_at < ?1
+             AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.trigger_id = triggers.id)",
             [&cutoff],
         )?;
         let events = tx.execute(

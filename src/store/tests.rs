@@ -9,6 +9,7 @@ fn event(key: &str) -> NewEvent {
         project_id: 1,
         project_path: "g/base".into(),
         detail: "pipeline 1".into(),
+        pipeline: None,
     }
 }
 
@@ -192,4 +193,48 @@ fn queued_triggers_coalesce_per_project() {
             .unwrap(),
         1
     );
+}
+
+fn new_event_id(store: &Store, key: &str) -> i64 {
+    match store.accept_events(&[event(key)]).unwrap()[0] {
+        Accepted::New(id) => id,
+        Accepted::Duplicate => panic!("duplicate"),
+    }
+}
+
+#[test]
+fn a_second_cascade_joins_a_queued_trigger_and_a_failed_step_keeps_nothing() {
+    use crate::cascade::Cascade;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let event_id = new_event_id(&store, "e1");
+    let empty = Cascade {
+        members: Default::default(),
+        accept_manual: false,
+    };
+    let (first, second, t1, t2) = store
+        .with_cascades(|tx| {
+            let first = tx.create(1, "g/a", "a succeeded", &empty)?;
+            let second = tx.create(2, "g/b", "b succeeded", &empty)?;
+            let (t1, new1) = tx.queue(first, event_id, None, &trigger(7))?;
+            let (t2, new2) = tx.queue(second, event_id, None, &trigger(7))?;
+            assert!(new1 && !new2, "the second joins");
+            Ok((first, second, t1, t2))
+        })
+        .unwrap();
+    assert_eq!(t1, t2);
+    let attached: Vec<i64> = store
+        .with_cascades(|tx| tx.attached(t1))
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(attached, [first, second]);
+    // A step that fails half-way leaves nothing behind.
+    let failed: Result<(), StoreError> = store.with_cascades(|tx| {
+        tx.create(3, "g/c", "c succeeded", &empty)?;
+        Err(StoreError::Corrupt("on purpose".into()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(store.recent_cascades(10).unwrap().len(), 2);
 }

@@ -1,0 +1,238 @@
+//! Cascades as stored: each one's state machine (`cascade::Cascade`, as
+//! JSON) and which triggers' pipelines it waits for. Every step — an event
+//! applied, the triggers it queues, the event marked done — is one
+//! transaction ([`Store::with_cascades`]), so a crash leaves either all of a
+//! step or none of it.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use super::{now_text, NewTrigger, Store, StoreError};
+use crate::cascade::Cascade;
+
+/// A cascade as the status surfaces show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredCascade {
+    pub id: i64,
+    pub root: String,
+    pub reason: String,
+    pub state: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(flatten)]
+    pub machine: Cascade,
+}
+
+/// The operations one cascade step needs, inside one transaction.
+pub struct CascadeTx<'a> {
+    tx: Transaction<'a>,
+}
+
+fn decode(json: &str) -> Result<Cascade, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("a stored cascade: {e}")))
+}
+
+impl CascadeTx<'_> {
+    /// The trigger that created this pipeline.
+    pub fn trigger_by_pipeline(
+        &self,
+        project_id: u64,
+        pipeline_id: u64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT id FROM triggers WHERE project_id = ?1 AND pipeline_id = ?2",
+                params![project_id as i64, pipeline_id as i64],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The trigger whose `AUTODEP_TRIGGER_ID` this is.
+    pub fn trigger_by_marker(&self, marker: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .query_row("SELECT id FROM triggers WHERE marker = ?1", [marker], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// The running cascades waiting for this trigger's pipeline.
+    pub fn attached(&self, trigger_id: i64) -> Result<Vec<(i64, Cascade)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT c.id, c.machine FROM cascades c JOIN attachments a ON a.cascade_id = c.id
+             WHERE a.trigger_id = ?1 AND c.state = 'running' ORDER BY c.id",
+        )?;
+        let rows = stmt.query_map([trigger_id], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            out.push((id, decode(&json)?));
+        }
+        Ok(out)
+    }
+
+    /// A new running cascade.
+    pub fn create(
+        &self,
+        root_project_id: u64,
+        root_path: &str,
+        reason: &str,
+        cascade: &Cascade,
+    ) -> Result<i64, StoreError> {
+        let json =
+            serde_json::to_string(cascade).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let now = now_text();
+        self.tx.execute(
+            "INSERT INTO cascades (root_project_id, root_path, reason, state, machine, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
+            params![root_project_id as i64, root_path, reason, json, now],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Writes a cascade's state; a finished one stops being running.
+    pub fn save(&self, id: i64, cascade: &Cascade) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(cascade).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let state = if cascade.is_finished() {
+            "finished"
+        } else {
+            "running"
+        };
+        self.tx.execute(
+            "UPDATE cascades SET machine = ?2, state = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, json, state, now_text()],
+        )?;
+        Ok(())
+    }
+
+    /// Queues a pipeline for a member of cascade `cascade_id`, or — when one
+    /// is already queued for that project (by any cascade) — joins it: its
+    /// pipeline will include every change that made either cascade want
+    /// it. Returns the trigger and whether it was new.
+    pub fn queue(
+        &self,
+        cascade_id: i64,
+        event_id: i64,
+        event_uuid: Option<&str>,
+        trigger: &NewTrigger,
+    ) -> Result<(i64, bool), StoreError> {
+        let now = now_text();
+        let inserted = self.tx.execute(
+            "INSERT INTO triggers (event_id, event_uuid, project_id, project_path, git_ref, upstream, image, state, created_at, updated_at, marker)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)
+             ON CONFLICT(project_id) WHERE state = 'queued' DO NOTHING",
+            params![
+                event_id,
+                event_uuid,
+                trigger.project_id as i64,
+                trigger.project_path,
+                trigger.git_ref,
+                trigger.upstream,
+                trigger.image,
+                now,
+                uuid::Uuid::new_v4().to_string()
+            ],
+        )?;
+        let id: i64 = self.tx.query_row(
+            "SELECT id FROM triggers WHERE project_id = ?1 AND state = 'queued'",
+            [trigger.project_id as i64],
+            |r| r.get(0),
+        )?;
+        self.tx.execute(
+            "INSERT INTO attachments (trigger_id, cascade_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![id, cascade_id],
+        )?;
+        Ok((id, inserted == 1))
+    }
+
+    /// The event that caused this step is done.
+    pub fn complete_event(&self, event_id: i64, outcome: &str) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE events SET state = 'done', outcome = ?2 WHERE id = ?1",
+            params![event_id, outcome],
+        )?;
+        Ok(())
+    }
+
+    /// GitLab refused the trigger for good.
+    pub fn trigger_failed(
+        &self,
+        id: i64,
+        error: &str,
+    ) -> Result<(i64, Option<String>), StoreError> {
+        self.tx.execute(
+            "UPDATE triggers SET state = 'failed', attempts = attempts + 1, error = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, error, now_text()],
+        )?;
+        Ok(self.tx.query_row(
+            "SELECT event_id, event_uuid FROM triggers WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+}
+
+impl Store {
+    /// Runs one cascade step in one transaction; nothing of it is kept when
+    /// `step` fails.
+    pub fn with_cascades<T>(
+        &self,
+        step: impl FnOnce(&mut CascadeTx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let mut tx = CascadeTx {
+            tx: conn.transaction()?,
+        };
+        let out = step(&mut tx)?;
+        tx.tx.commit()?;
+        Ok(out)
+    }
+
+    /// The newest cascades, running ones first.
+    pub fn recent_cascades(&self, limit: usize) -> Result<Vec<StoredCascade>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, root_path, reason, state, created_at, updated_at, machine FROM cascades
+             ORDER BY state = 'running' DESC, id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, root, reason, state, created_at, updated_at, json) = row?;
+            out.push(StoredCascade {
+                id,
+                root,
+                reason,
+                state,
+                created_at,
+                updated_at,
+                machine: decode(&json)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Running cascades.
+    pub fn running_cascades(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.lock().query_row(
+            "SELECT COUNT(*) FROM cascades WHERE state = 'running'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+}
