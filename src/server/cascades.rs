@@ -78,8 +78,7 @@ pub(super) fn on_trigger_failed(
             project_id,
             reason: error.to_string(),
         });
-        apply(tx, id, &cascade, actions, event_id, event_uuid.as_deref())?;
-        tx.save(id, &cascade)?;
+        record(tx, id, &cascade, actions, event_id, event_uuid.as_deref())?;
     }
     Ok(())
 }
@@ -94,7 +93,7 @@ fn advance(
     let mut said = Vec::new();
     for (id, mut cascade) in tx.attached(trigger)? {
         let actions = cascade.on_event(happened.clone());
-        let queued = apply(
+        let queued = record(
             tx,
             id,
             &cascade,
@@ -102,7 +101,6 @@ fn advance(
             event.id,
             event.event_uuid.as_deref(),
         )?;
-        tx.save(id, &cascade)?;
         said.push(describe(id, &queued, &cascade));
     }
     if said.is_empty() {
@@ -141,7 +139,7 @@ fn start(
     let reason = format!("{} of {} succeeded", event.detail, event.project_path);
     let id = tx.create(event.project_id, &event.project_path, &reason, &cascade)?;
     let actions = cascade.start();
-    let queued = apply(
+    let queued = record(
         tx,
         id,
         &cascade,
@@ -149,14 +147,13 @@ fn start(
         event.id,
         event.event_uuid.as_deref(),
     )?;
-    tx.save(id, &cascade)?;
     metrics::counter!("autodep_cascades_total").increment(1);
     Ok(describe(id, &queued, &cascade))
 }
 
-/// Queues (or joins) a trigger for every member the machine said to build.
-/// Returns the projects queued.
-fn apply(
+/// Queues (or joins) a trigger for every member the machine said to build,
+/// and stores the cascade's new state. Returns the projects queued.
+fn record(
     tx: &mut CascadeTx,
     cascade_id: i64,
     cascade: &Cascade,
@@ -187,6 +184,7 @@ fn apply(
             format!("{} (joined)", m.project)
         });
     }
+    tx.save(cascade_id, cascade)?;
     Ok(queued)
 }
 
