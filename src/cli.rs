@@ -158,7 +158,7 @@ pub enum Command {
     },
 
     /// Run the webhook server: GitLab calls /webhook on pipeline and push events.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
 
     /// Start a simulated GitLab with a few image projects, run the server
     /// against it, rebuild a base image and show the cascade.
@@ -308,6 +308,12 @@ pub struct ServerArgs {
     /// --status-token.
     #[arg(long, value_name = "ADDR")]
     pub status_listen: Option<std::net::SocketAddr>,
+
+    /// A cascade's pipeline whose hook has not come after this is polled
+    /// through the API: a lost, paused or dropped hook delays a cascade but
+    /// does not stop it.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
 
     /// In a cascade, a pipeline that stops at a manual job counts as a
     /// success (by default its dependents are not built).

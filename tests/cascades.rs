@@ -188,3 +188,44 @@ async fn two_cascades_that_need_a_queued_project_build_it_once() {
         "{status:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_hook_delays_a_cascade_but_does_not_stop_it() {
+    let ok = PipelineStatus::Success;
+    let sim = start(vec![
+        project("g/base", &[], 100, ok),
+        project("g/silent", &["g/base"], 100, ok),
+        project("g/below", &["g/silent"], 100, ok),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&sim, state.path(), &["--reconcile-interval", "500ms"]).await;
+    sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
+    // GitLab paused g/silent's hook: its pipeline's end is never delivered.
+    sim.pause_hooks("g/silent", true);
+    sim.run_pipeline("g/base").unwrap();
+    let status = settled(&server).await;
+    assert_eq!(
+        triggered(&sim),
+        ["g/base", "g/below", "g/silent"],
+        "{status:#}"
+    );
+    assert!(sim
+        .hook_deliveries()
+        .iter()
+        .any(|d| d.project == "g/silent" && d.error.as_deref() == Some("dropped: hook paused")));
+    let polled = status["events"].as_array().unwrap().iter().any(|e| {
+        e["project_path"] == "g/silent" && e["detail"].as_str().unwrap().contains("polled")
+    });
+    assert!(polled, "{status:#}");
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("autodep_pipelines_reconciled_total 1"),
+        "{metrics}"
+    );
+}

@@ -262,7 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Server(args) => {
             let s = settings(&cli.global)?;
-            server::serve(s, args).await
+            server::serve(s, *args).await
         }
         Command::Demo { pipeline_duration } => demo::run(pipeline_duration).await,
         Command::Healthcheck { url } => Ok(healthcheck(url).await),

@@ -65,6 +65,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         status_token,
         retention: args.retention,
         accept_manual: args.accept_manual,
+        reconcile_interval: args.reconcile_interval,
         ..ServerConfig::new(listen, webhook_token, state_dir)
     };
     tracing::info!(state_dir = %config.state_dir.display(), "state directory");

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub retention: Duration,
     /// A `manual` pipeline counts as a success in a cascade.
     pub accept_manual: bool,
+    /// A cascade's pipeline whose hook has not come after this is polled.
+    pub reconcile_interval: Duration,
 }
 
 impl ServerConfig {
@@ -84,6 +86,7 @@ impl ServerConfig {
             status_token: None,
             retention: Duration::from_secs(30 * 86_400),
             accept_manual: false,
+            reconcile_interval: Duration::from_secs(60),
         }
     }
 }

@@ -11,7 +11,7 @@ use super::AppState;
 use crate::gitlab::GitLabError;
 use crate::rebuild;
 use crate::scan;
-use crate::store::{NewTrigger, StoredEvent, StoredTrigger};
+use crate::store::{NewEvent, NewTrigger, PipelineFacts, StoredEvent, StoredTrigger};
 
 /// Delay before the next attempt of a trigger that failed `attempts` times.
 fn backoff(first: Duration, attempts: u32) -> Duration {
@@ -43,6 +43,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
     let mut next_cleanup = std::time::Instant::now();
+    let mut next_reconcile = std::time::Instant::now();
     // Pipelines being created, apart from planning: a slow POST never holds
     // up the events behind it.
     let mut firing = Firing::default();
@@ -57,6 +58,10 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
         let mut busy = firing.reap();
         if app.has_graph() {
             busy |= plan_events(&app).await;
+        }
+        if std::time::Instant::now() >= next_reconcile {
+            reconcile(&app).await;
+            next_reconcile = std::time::Instant::now() + app.config.reconcile_interval / 4;
         }
         busy |= firing.start_due(&app).await;
         if let Ok((events, triggers)) = app.store.queue_depth() {
@@ -166,6 +171,71 @@ impl Firing {
     async fn drain(&mut self) {
         while self.tasks.join_next().await.is_some() {}
         self.ids.clear();
+    }
+}
+
+/// Reconciliation: a pipeline of a running cascade whose hook has not come
+/// after `--reconcile-interval` is asked for through the API; if it ended,
+/// its end becomes an event like the hook's (the same natural key, so a
+/// late hook is a duplicate). A lost, paused or dropped hook delays a
+/// cascade; it does not stop it.
+async fn reconcile(app: &Arc<AppState>) {
+    let store = app.store.clone();
+    let age = app.config.reconcile_interval;
+    let stale = match blocking(move || store.unreported_pipelines(age, 50)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot look for unreported pipelines: {e}");
+            return;
+        }
+    };
+    for (trigger_id, project_id, project_path, pipeline_id) in stale {
+        let pipeline = match app.gitlab.pipeline(project_id, pipeline_id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(project = %project_path, pipeline = pipeline_id, "cannot poll a pipeline whose hook has not come: {e}");
+                continue;
+            }
+        };
+        let store = app.store.clone();
+        let ended = crate::cascade::Outcome::from_status(&pipeline.status).is_some();
+        let recorded = blocking(move || {
+            if !ended {
+                return store.trigger_looked_at(trigger_id);
+            }
+            let event = NewEvent {
+                kind: "pipeline".into(),
+                dedupe_key: format!("pipeline:{project_id}:{pipeline_id}:{}", pipeline.status),
+                idempotency_key: None,
+                event_uuid: None,
+                project_id,
+                project_path: project_path.clone(),
+                detail: format!(
+                    "pipeline {pipeline_id} {} (polled: no hook came)",
+                    pipeline.status
+                ),
+                pipeline: Some(PipelineFacts {
+                    id: pipeline_id,
+                    status: pipeline.status.clone(),
+                    trigger_marker: None,
+                }),
+            };
+            store.accept_events(&[event])?;
+            store.trigger_looked_at(trigger_id)
+        })
+        .await;
+        match recorded {
+            Ok(()) if ended => {
+                metrics::counter!("autodep_pipelines_reconciled_total").increment(1);
+                tracing::warn!(
+                    pipeline = pipeline_id,
+                    "no hook came for a pipeline that ended; polled it"
+                );
+                app.wake.notify_one();
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!("cannot record a polled pipeline: {e}"),
+        }
     }
 }
 

@@ -226,6 +226,48 @@ impl Store {
         Ok(out)
     }
 
+    /// Pipelines we created for a running cascade whose end no event has
+    /// reported, last looked at more than `age` ago: `(trigger, project id,
+    /// project path, pipeline id)`. Their hooks may have been lost.
+    pub fn unreported_pipelines(
+        &self,
+        age: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<(i64, u64, String, u64)>, StoreError> {
+        let cutoff = (time::OffsetDateTime::now_utc()
+            - time::Duration::try_from(age).unwrap_or(time::Duration::MAX))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.id, t.project_id, t.project_path, t.pipeline_id FROM triggers t
+             WHERE t.state = 'done' AND t.pipeline_id IS NOT NULL AND t.updated_at < ?1
+               AND EXISTS (SELECT 1 FROM attachments a JOIN cascades c ON c.id = a.cascade_id
+                           WHERE a.trigger_id = t.id AND c.state = 'running')
+               AND NOT EXISTS (SELECT 1 FROM events e
+                               WHERE e.project_id = t.project_id AND e.pipeline_id = t.pipeline_id)
+             ORDER BY t.updated_at LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![cutoff, limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get(2)?,
+                r.get::<_, i64>(3)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Looked at now: the next look is an interval away.
+    pub fn trigger_looked_at(&self, trigger_id: i64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE triggers SET updated_at = ?2 WHERE id = ?1",
+            params![trigger_id, now_text()],
+        )?;
+        Ok(())
+    }
+
     /// Running cascades.
     pub fn running_cascades(&self) -> Result<u64, StoreError> {
         let n: i64 = self.lock().query_row(

@@ -140,7 +140,10 @@ async fn deliver_to_all(
     body: Value,
     event_uuid: Option<String>,
 ) {
-    let hooks = shared.world.lock().expect("world lock").webhooks.clone();
+    let (hooks, paused) = {
+        let world = shared.world.lock().expect("world lock");
+        (world.webhooks.clone(), world.paused_hooks.contains(project))
+    };
     if hooks.is_empty() {
         return;
     }
@@ -163,6 +166,12 @@ async fn deliver_to_all(
             body: body.clone(),
             token: hook.token.clone(),
         };
+        if paused {
+            let mut dropped = delivery;
+            dropped.error = Some("dropped: hook paused".into());
+            shared.hook_log.lock().expect("hook log lock").push(dropped);
+            continue;
+        }
         send(shared, delivery).await;
     }
 }

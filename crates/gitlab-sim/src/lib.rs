@@ -279,6 +279,18 @@ impl Simulator {
             });
     }
 
+    /// Drops (or, with `false`, delivers again) every hook event of a
+    /// project, as GitLab does while its hook is paused or disabled; dropped
+    /// deliveries are logged with the error `dropped: hook paused`.
+    pub fn pause_hooks(&self, project: &str, paused: bool) {
+        let mut world = self.shared.world.lock().expect("world lock");
+        if paused {
+            world.paused_hooks.insert(project.to_string());
+        } else {
+            world.paused_hooks.remove(project);
+        }
+    }
+
     pub fn trigger_token(&self, project: &str) -> Option<String> {
         let world = self.shared.world.lock().expect("world lock");
         world

@@ -206,6 +206,9 @@ pub struct World {
     pub tokens: HashMap<String, TokenScope>,
     pub job_tokens: Vec<String>,
     pub webhooks: Vec<Webhook>,
+    /// Projects whose hook deliveries are dropped, as GitLab does while a
+    /// hook is paused or disabled after failures.
+    pub paused_hooks: std::collections::HashSet<String>,
     next_project_id: u64,
     next_pipeline_id: u64,
     commit_counter: u64,
