@@ -309,6 +309,11 @@ pub struct ServerArgs {
     #[arg(long, value_name = "ADDR")]
     pub status_listen: Option<std::net::SocketAddr>,
 
+    /// Pipelines started by the server that may run at once, across all
+    /// cascades; the others wait their turn, shallowest first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_running: u32,
+
     /// A cascade's pipeline whose hook has not come after this is polled
     /// through the API: a lost, paused or dropped hook delays a cascade but
     /// does not stop it.

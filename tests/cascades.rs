@@ -229,3 +229,38 @@ async fn a_paused_hook_delays_a_cascade_but_does_not_stop_it() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_most_max_running_pipelines_run_at_once_shallowest_first() {
+    let ok = PipelineStatus::Success;
+    let sim = start(vec![
+        project("g/base", &[], 100, ok),
+        project("g/first", &["g/base"], 300, ok),
+        project("g/second", &["g/base"], 300, ok),
+        project("g/deeper", &["g/first"], 300, ok),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&sim, state.path(), &["--max-running", "1"]).await;
+    sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
+    sim.run_pipeline("g/base").unwrap();
+    settled(&server).await;
+    let mut ours: Vec<_> = sim
+        .pipelines()
+        .into_iter()
+        .filter(|p| p.project_path != "g/base")
+        .collect();
+    ours.sort_by_key(|p| p.created_at);
+    let order: Vec<&str> = ours.iter().map(|p| p.project_path.as_str()).collect();
+    // g/deeper became ready when g/first ended, but g/second (depth 0) was
+    // waiting longer at a shallower depth.
+    assert_eq!(order, ["g/first", "g/second", "g/deeper"]);
+    for pair in ours.windows(2) {
+        assert!(
+            pair[1].created_at >= pair[0].finished_at.unwrap(),
+            "{} started while {} ran",
+            pair[1].project_path,
+            pair[0].project_path
+        );
+    }
+}

@@ -66,6 +66,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         retention: args.retention,
         accept_manual: args.accept_manual,
         reconcile_interval: args.reconcile_interval,
+        max_running: args.max_running as usize,
         ..ServerConfig::new(listen, webhook_token, state_dir)
     };
     tracing::info!(state_dir = %config.state_dir.display(), "state directory");

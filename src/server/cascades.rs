@@ -175,6 +175,7 @@ fn record(
             git_ref: m.git_ref.clone(),
             upstream: m.upstream.clone(),
             image: m.image.clone(),
+            depth: m.depth,
         };
         let (_, new) = tx.queue(cascade_id, event_id, event_uuid, &trigger)?;
         metrics::counter!("autodep_triggers_queued_total").increment(u64::from(new));

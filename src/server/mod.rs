@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub accept_manual: bool,
     /// A cascade's pipeline whose hook has not come after this is polled.
     pub reconcile_interval: Duration,
+    /// Pipelines started by the server that may run at once, across all
+    /// cascades; the rest wait, shallowest first.
+    pub max_running: usize,
 }
 
 impl ServerConfig {
@@ -87,6 +90,7 @@ impl ServerConfig {
             retention: Duration::from_secs(30 * 86_400),
             accept_manual: false,
             reconcile_interval: Duration::from_secs(60),
+            max_running: 20,
         }
     }
 }

@@ -120,7 +120,17 @@ impl Firing {
     /// `--trigger-parallelism` at once.
     async fn start_due(&mut self, app: &Arc<AppState>) -> bool {
         let limit = app.config.trigger_parallelism.max(1);
-        let room = limit.saturating_sub(self.ids.len());
+        // Flood control: pipelines we started that still run, plus those
+        // being created, stay within --max-running.
+        let store = app.store.clone();
+        let running = blocking(move || store.running_pipelines())
+            .await
+            .unwrap_or(0);
+        let room = limit.saturating_sub(self.ids.len()).min(
+            app.config
+                .max_running
+                .saturating_sub(running + self.ids.len()),
+        );
         if room == 0 {
             return false;
         }

@@ -122,8 +122,8 @@ impl CascadeTx<'_> {
     ) -> Result<(i64, bool), StoreError> {
         let now = now_text();
         let inserted = self.tx.execute(
-            "INSERT INTO triggers (event_id, event_uuid, project_id, project_path, git_ref, upstream, image, state, created_at, updated_at, marker)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)
+            "INSERT INTO triggers (event_id, event_uuid, project_id, project_path, git_ref, upstream, image, state, created_at, updated_at, marker, depth)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9, ?10)
              ON CONFLICT(project_id) WHERE state = 'queued' DO NOTHING",
             params![
                 event_id,
@@ -134,7 +134,8 @@ impl CascadeTx<'_> {
                 trigger.upstream,
                 trigger.image,
                 now,
-                uuid::Uuid::new_v4().to_string()
+                uuid::Uuid::new_v4().to_string(),
+                trigger.depth as i64
             ],
         )?;
         let id: i64 = self.tx.query_row(

@@ -130,6 +130,7 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         ("events", "trigger_marker", "TEXT"),
         ("triggers", "marker", "TEXT"),
         ("triggers", "posted", "INTEGER NOT NULL DEFAULT 0"),
+        ("triggers", "depth", "INTEGER NOT NULL DEFAULT 0"),
     ] {
         let exists = conn
             .prepare(&format!(

@@ -64,6 +64,8 @@ pub struct NewTrigger {
     pub git_ref: String,
     pub upstream: String,
     pub image: String,
+    /// Its depth in the cascade: shallower ones are started first.
+    pub depth: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -252,10 +254,26 @@ impl Store {
     /// Queued triggers whose next attempt is due, oldest first.
     pub fn due_triggers(&self, limit: usize) -> Result<Vec<StoredTrigger>, StoreError> {
         self.triggers(
-            "WHERE state = 'queued' AND next_attempt_at <= ?2 ORDER BY id ASC",
+            "WHERE state = 'queued' AND next_attempt_at <= ?2 ORDER BY depth ASC, id ASC",
             limit,
             now_millis(),
         )
+    }
+
+    /// Pipelines we created that have not ended yet, as far as the events
+    /// tell: what `--max-running` counts.
+    pub fn running_pipelines(&self) -> Result<usize, StoreError> {
+        let n: i64 = self.lock().query_row(
+            "SELECT COUNT(*) FROM triggers t
+             WHERE t.state = 'done' AND t.pipeline_id IS NOT NULL
+               AND EXISTS (SELECT 1 FROM attachments a JOIN cascades c ON c.id = a.cascade_id
+                           WHERE a.trigger_id = t.id AND c.state = 'running')
+               AND NOT EXISTS (SELECT 1 FROM events e
+                               WHERE e.project_id = t.project_id AND e.pipeline_id = t.pipeline_id)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
     }
 
     pub fn recent_triggers(&self, limit: usize) -> Result<Vec<StoredTrigger>, StoreError> {

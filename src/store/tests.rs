@@ -20,6 +20,7 @@ fn trigger(project_id: u64) -> NewTrigger {
         git_ref: "main".into(),
         upstream: "g/base".into(),
         image: "img".into(),
+        depth: 0,
     }
 }
 
