@@ -314,6 +314,10 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_running: u32,
 
+    /// A cascade still running after this is closed (its reason says so).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub cascade_timeout: Duration,
+
     /// A cascade's pipeline whose hook has not come after this is polled
     /// through the API: a lost, paused or dropped hook delays a cascade but
     /// does not stop it.

@@ -264,3 +264,43 @@ async fn at_most_max_running_pipelines_run_at_once_shallowest_first() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cascade_older_than_the_timeout_is_closed_with_the_reason() {
+    let ok = PipelineStatus::Success;
+    let sim = start(vec![
+        project("g/base", &[], 100, ok),
+        project("g/silent", &["g/base"], 100, ok),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &sim,
+        state.path(),
+        &["--cascade-timeout", "1s", "--reconcile-interval", "1h"],
+    )
+    .await;
+    sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
+    // Its end is never heard of: only the timeout ends the cascade.
+    sim.pause_hooks("g/silent", true);
+    sim.run_pipeline("g/base").unwrap();
+    let status = server
+        .wait_until(
+            |s| {
+                s["cascades"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["state"] == "closed"))
+            },
+            "the cascade closed",
+        )
+        .await;
+    let cascade = &status["cascades"][0];
+    assert!(
+        cascade["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--cascade-timeout"),
+        "{cascade}"
+    );
+    assert_eq!(status["queue"]["running_cascades"], 0);
+}

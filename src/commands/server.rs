@@ -67,6 +67,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         accept_manual: args.accept_manual,
         reconcile_interval: args.reconcile_interval,
         max_running: args.max_running as usize,
+        cascade_timeout: args.cascade_timeout,
         ..ServerConfig::new(listen, webhook_token, state_dir)
     };
     tracing::info!(state_dir = %config.state_dir.display(), "state directory");

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     /// Pipelines started by the server that may run at once, across all
     /// cascades; the rest wait, shallowest first.
     pub max_running: usize,
+    /// A cascade still running after this is closed, with the reason.
+    pub cascade_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -91,6 +93,7 @@ impl ServerConfig {
             accept_manual: false,
             reconcile_interval: Duration::from_secs(60),
             max_running: 20,
+            cascade_timeout: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -61,7 +61,13 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
         }
         if std::time::Instant::now() >= next_reconcile {
             reconcile(&app).await;
-            next_reconcile = std::time::Instant::now() + app.config.reconcile_interval / 4;
+            let period = app
+                .config
+                .reconcile_interval
+                .min(app.config.cascade_timeout)
+                .min(Duration::from_secs(60))
+                / 4;
+            next_reconcile = std::time::Instant::now() + period;
         }
         busy |= firing.start_due(&app).await;
         if let Ok((events, triggers)) = app.store.queue_depth() {
@@ -190,6 +196,13 @@ impl Firing {
 /// late hook is a duplicate). A lost, paused or dropped hook delays a
 /// cascade; it does not stop it.
 async fn reconcile(app: &Arc<AppState>) {
+    let store = app.store.clone();
+    let timeout = app.config.cascade_timeout;
+    match blocking(move || store.close_cascades_older_than(timeout)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!("closed {n} cascade(s) still running after --cascade-timeout"),
+        Err(e) => tracing::warn!("cannot close old cascades: {e}"),
+    }
     let store = app.store.clone();
     let age = app.config.reconcile_interval;
     let stale = match blocking(move || store.unreported_pipelines(age, 50)).await {

@@ -269,6 +269,21 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the running cascades started more than `age` ago, saying so in
+    /// their reason. Returns how many.
+    pub fn close_cascades_older_than(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        let cutoff = (time::OffsetDateTime::now_utc()
+            - time::Duration::try_from(age).unwrap_or(time::Duration::MAX))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+        Ok(self.lock().execute(
+            "UPDATE cascades SET state = 'closed', updated_at = ?2,
+                    reason = reason || '; closed: still running after --cascade-timeout'
+             WHERE state = 'running' AND created_at < ?1",
+            params![cutoff, now_text()],
+        )?)
+    }
+
     /// Running cascades.
     pub fn running_cascades(&self) -> Result<u64, StoreError> {
         let n: i64 = self.lock().query_row(

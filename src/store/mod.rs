@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS cascades (
     root_project_id INTEGER NOT NULL,
     root_path TEXT NOT NULL,
     reason TEXT NOT NULL,
-    state TEXT NOT NULL,             -- running | finished
+    state TEXT NOT NULL,             -- running | finished | closed
     machine TEXT NOT NULL,           -- cascade::Cascade as JSON
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL

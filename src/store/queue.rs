@@ -372,7 +372,7 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
-            "DELETE FROM cascades WHERE state = 'finished' AND updated_at < ?1",
+            "DELETE FROM cascades WHERE state IN ('finished', 'closed') AND updated_at < ?1",
             [&cutoff],
         )?;
         tx.execute(
