@@ -47,7 +47,12 @@ impl Server {
         cmd.envs(env.iter().copied());
         cmd.env("GITLAB_URL", sim.url())
             .env("GITLAB_TOKEN", TOKEN)
-            .args(["server", "--port", "0", "--webhook-auth-token", SECRET])
+            .args(["server", "--webhook-auth-token", SECRET])
+            .args(if extra.contains(&"--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
             .arg("--state-dir")
             .arg(state)
             .args(["--trigger-retry-delay", "100ms"])
