@@ -15,9 +15,9 @@ fn project(path: &str, bases: &[&str], ms: u64, outcome: PipelineStatus) -> Proj
     image_project(path, bases).pipeline(Duration::from_millis(ms), outcome)
 }
 
-async fn serve(sim: &Simulator) -> (tempfile::TempDir, Server) {
+async fn serve(sim: &Simulator, args: &[&str]) -> (tempfile::TempDir, Server) {
     let state = tempfile::tempdir().unwrap();
-    let server = Server::start(sim, state.path(), &[]).await;
+    let server = Server::start(sim, state.path(), args).await;
     sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
     (state, server)
 }
@@ -64,7 +64,7 @@ async fn a_diamond_builds_its_bottom_once_after_both_sides_even_when_they_finish
         project("g/below", &["g/bottom"], 100, ok),
     ])
     .await;
-    let (_state, server) = serve(&sim).await;
+    let (_state, server) = serve(&sim, &[]).await;
     sim.run_pipeline("g/base").unwrap();
     let status = settled(&server).await;
     assert_eq!(
@@ -108,7 +108,7 @@ async fn a_failure_stops_its_subtree_and_the_rest_goes_on() {
         project("g/under-fine", &["g/fine"], 100, ok),
     ])
     .await;
-    let (_state, server) = serve(&sim).await;
+    let (_state, server) = serve(&sim, &[]).await;
     sim.run_pipeline("g/base").unwrap();
     let status = settled(&server).await;
     assert_eq!(
@@ -135,7 +135,7 @@ async fn a_cycle_is_built_once_and_the_cascade_ends() {
         project("g/b", &["g/a"], 100, ok),
     ])
     .await;
-    let (_state, server) = serve(&sim).await;
+    let (_state, server) = serve(&sim, &[]).await;
     sim.run_pipeline("g/base").unwrap();
     settled(&server).await;
     // Our own successes advance the cascade; they never start another.
@@ -158,7 +158,7 @@ async fn two_cascades_that_need_a_queued_project_build_it_once() {
         project("g/both", &["g/base-1", "g/base-2"], 100, ok),
     ])
     .await;
-    let (_state, server) = serve(&sim).await;
+    let (_state, server) = serve(&sim, &[]).await;
     // GitLab makes the first trigger of g/both wait (429, retry in 1 s):
     // it stays queued while the second cascade reaches it.
     sim.set_faults(Faults {
@@ -198,9 +198,7 @@ async fn a_paused_hook_delays_a_cascade_but_does_not_stop_it() {
         project("g/below", &["g/silent"], 100, ok),
     ])
     .await;
-    let state = tempfile::tempdir().unwrap();
-    let server = Server::start(&sim, state.path(), &["--reconcile-interval", "500ms"]).await;
-    sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
+    let (_state, server) = serve(&sim, &["--reconcile-interval", "500ms"]).await;
     // GitLab paused g/silent's hook: its pipeline's end is never delivered.
     sim.pause_hooks("g/silent", true);
     sim.run_pipeline("g/base").unwrap();
@@ -240,9 +238,7 @@ async fn at_most_max_running_pipelines_run_at_once_shallowest_first() {
         project("g/deeper", &["g/first"], 300, ok),
     ])
     .await;
-    let state = tempfile::tempdir().unwrap();
-    let server = Server::start(&sim, state.path(), &["--max-running", "1"]).await;
-    sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
+    let (_state, server) = serve(&sim, &["--max-running", "1"]).await;
     sim.run_pipeline("g/base").unwrap();
     settled(&server).await;
     let mut ours: Vec<_> = sim
@@ -273,14 +269,11 @@ async fn a_cascade_older_than_the_timeout_is_closed_with_the_reason() {
         project("g/silent", &["g/base"], 100, ok),
     ])
     .await;
-    let state = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let (_state, server) = serve(
         &sim,
-        state.path(),
         &["--cascade-timeout", "1s", "--reconcile-interval", "1h"],
     )
     .await;
-    sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
     // Its end is never heard of: only the timeout ends the cascade.
     sim.pause_hooks("g/silent", true);
     sim.run_pipeline("g/base").unwrap();
