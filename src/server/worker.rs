@@ -11,7 +11,7 @@ use super::AppState;
 use crate::gitlab::GitLabError;
 use crate::rebuild;
 use crate::scan;
-use crate::store::{NewEvent, NewTrigger, PipelineFacts, StoredEvent, StoredTrigger};
+use crate::store::{NewEvent, PipelineFacts, StoredEvent, StoredTrigger};
 
 /// Delay before the next attempt of a trigger that failed `attempts` times.
 fn backoff(first: Duration, attempts: u32) -> Duration {
@@ -307,14 +307,10 @@ async fn plan_events(app: &Arc<AppState>) -> bool {
                 did = true;
                 continue;
             }
-            Ok(Ok(Some((triggers, outcome)))) => {
+            Ok(Ok(Some(outcome))) => {
                 let store = app.store.clone();
-                let (id, uuid) = (event.id, event.event_uuid.clone());
-                match blocking(move || {
-                    store.complete_event(id, uuid.as_deref(), &triggers, &outcome)
-                })
-                .await
-                {
+                let id = event.id;
+                match blocking(move || store.complete_event(id, &outcome)).await {
                     Ok(_) => did = true,
                     Err(e) => tracing::error!("cannot record event {}: {e}", event.id),
                 }
@@ -337,8 +333,8 @@ async fn plan_events(app: &Arc<AppState>) -> bool {
 }
 
 /// What an event leads to: `None` when it was recorded with its cascade
-/// step already, else the triggers to queue and the outcome to record.
-type Processed = Option<(Vec<NewTrigger>, String)>;
+/// step already, else the outcome to record.
+type Processed = Option<String>;
 
 async fn process_event(app: &Arc<AppState>, event: &StoredEvent) -> Result<Processed, GitLabError> {
     if crate::failpoint::hit("event-panic", &event.project_path) {
@@ -350,7 +346,7 @@ async fn process_event(app: &Arc<AppState>, event: &StoredEvent) -> Result<Proce
             Ok(None)
         }
         "push" => refresh_project(app, event).await.map(Some),
-        other => Ok(Some((Vec::new(), format!("{other} events are not used")))),
+        other => Ok(Some(format!("{other} events are not used"))),
     }
 }
 
@@ -416,24 +412,16 @@ async fn event_failed(app: &Arc<AppState>, event: &StoredEvent, error: &str) -> 
 }
 
 /// A push changed the Dockerfile: re-read that one project.
-async fn refresh_project(
-    app: &Arc<AppState>,
-    event: &StoredEvent,
-) -> Result<(Vec<NewTrigger>, String), GitLabError> {
+async fn refresh_project(app: &Arc<AppState>, event: &StoredEvent) -> Result<String, GitLabError> {
     // With --match the graph holds only the projects GitLab's search
     // matched; a push cannot add another one (the next rescan adds it if
     // the search now matches it).
     if app.config.match_keyword.is_some() && !app.graph().projects.contains_key(&event.project_id) {
-        return Ok((
-            Vec::new(),
-            "project outside --match; not added to the graph".into(),
-        ));
+        return Ok("project outside --match; not added to the graph".into());
     }
     let project = match app.gitlab.project(&event.project_id.to_string()).await {
         Ok(p) => p,
-        Err(GitLabError::NotFound { .. }) => {
-            return Ok((Vec::new(), "project no longer visible".into()))
-        }
+        Err(GitLabError::NotFound { .. }) => return Ok("project no longer visible".into()),
         Err(e) => return Err(e),
     };
     let scanned = scan::scan_project(&app.gitlab, project, app.registry.primary()).await?;
@@ -445,7 +433,7 @@ async fn refresh_project(
     let patched = app.clone();
     blocking(move || patched.patch_project(scanned)).await;
     tracing::info!(project = %event.project_path, "graph patched after a push");
-    Ok((Vec::new(), "graph refreshed".into()))
+    Ok("graph refreshed".into())
 }
 
 async fn fire(app: &Arc<AppState>, t: StoredTrigger) {

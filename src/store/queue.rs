@@ -209,46 +209,10 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Queues triggers for an event and marks it done, atomically. A trigger
-    /// for a project already queued coalesces into the queued one.
-    /// Returns how many new triggers were queued.
-    pub fn complete_event(
-        &self,
-        event_id: i64,
-        event_uuid: Option<&str>,
-        triggers: &[NewTrigger],
-        outcome: &str,
-    ) -> Result<usize, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let mut queued = 0;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO triggers (event_id, event_uuid, project_id, project_path, git_ref, upstream, image, state, created_at, updated_at, marker)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)
-                 ON CONFLICT(project_id) WHERE state = 'queued' DO NOTHING",
-            )?;
-            let now = now_text();
-            for t in triggers {
-                queued += insert.execute(params![
-                    event_id,
-                    event_uuid,
-                    t.project_id as i64,
-                    t.project_path,
-                    t.git_ref,
-                    t.upstream,
-                    t.image,
-                    now,
-                    uuid::Uuid::new_v4().to_string()
-                ])?;
-            }
-        }
-        tx.execute(
-            "UPDATE events SET state = 'done', outcome = ?2 WHERE id = ?1",
-            params![event_id, outcome],
-        )?;
-        tx.commit()?;
-        Ok(queued)
+    /// Marks an event done with what came of it (a push, an event we do not
+    /// use; pipeline events are completed with their cascade step).
+    pub fn complete_event(&self, event_id: i64, outcome: &str) -> Result<(), StoreError> {
+        self.with_cascades(|tx| tx.complete_event(event_id, outcome))
     }
 
     /// Queued triggers whose next attempt is due, oldest first.
@@ -344,15 +308,6 @@ impl Store {
         self.lock().execute(
             "UPDATE triggers SET attempts = attempts + 1, next_attempt_at = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
             params![id, now_millis() + delay.as_millis() as i64, error, now_text()],
-        )?;
-        Ok(())
-    }
-
-    /// Gives up: GitLab refused for a reason retrying cannot fix.
-    pub fn trigger_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE triggers SET state = 'failed', attempts = attempts + 1, error = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, error, now_text()],
         )?;
         Ok(())
     }

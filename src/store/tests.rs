@@ -13,6 +13,26 @@ fn event(key: &str) -> NewEvent {
     }
 }
 
+/// Queues triggers for an event as a cascade step does, marking the event
+/// done; returns how many were new (the others joined a queued one).
+fn queue(store: &Store, event_id: i64, triggers: &[NewTrigger]) -> usize {
+    store
+        .with_cascades(|tx| {
+            let machine = crate::cascade::Cascade {
+                members: Default::default(),
+                accept_manual: false,
+            };
+            let cascade = tx.create(1, "g/base", "test", &machine)?;
+            let mut new = 0;
+            for t in triggers {
+                new += usize::from(tx.queue(cascade, event_id, None, t)?.1);
+            }
+            tx.complete_event(event_id, "queued")?;
+            Ok(new)
+        })
+        .unwrap()
+}
+
 fn trigger(project_id: u64) -> NewTrigger {
     NewTrigger {
         project_id,
@@ -111,10 +131,8 @@ fn retention_deletes_only_finished_old_rows() {
             Accepted::Duplicate => panic!(),
         })
         .collect();
-    store.complete_event(ids[0], None, &[], "ok").unwrap();
-    store
-        .complete_event(ids[2], None, &[trigger(5)], "ok")
-        .unwrap();
+    store.complete_event(ids[0], "ok").unwrap();
+    queue(&store, ids[2], &[trigger(5)]);
     store
         .lock()
         .execute(
@@ -159,18 +177,8 @@ fn queued_triggers_coalesce_per_project() {
             Accepted::Duplicate => panic!(),
         })
         .collect();
-    assert_eq!(
-        store
-            .complete_event(ids[0], None, &[trigger(2), trigger(3)], "queued")
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        store
-            .complete_event(ids[1], None, &[trigger(3), trigger(4)], "queued")
-            .unwrap(),
-        1
-    );
+    assert_eq!(queue(&store, ids[0], &[trigger(2), trigger(3)]), 2);
+    assert_eq!(queue(&store, ids[1], &[trigger(3), trigger(4)]), 1);
     assert_eq!(store.queue_depth().unwrap(), (0, 3));
     let due = store.due_triggers(10).unwrap();
     assert_eq!(due.len(), 3);
@@ -178,7 +186,9 @@ fn queued_triggers_coalesce_per_project() {
     store
         .trigger_retry(due[1].id, std::time::Duration::from_secs(60), "503")
         .unwrap();
-    store.trigger_failed(due[2].id, "403").unwrap();
+    store
+        .with_cascades(|tx| tx.trigger_failed(due[2].id, "403"))
+        .unwrap();
     assert!(
         store.due_triggers(10).unwrap().is_empty(),
         "the retried one is not due yet"
@@ -188,12 +198,7 @@ fn queued_triggers_coalesce_per_project() {
         Accepted::New(id) => id,
         Accepted::Duplicate => panic!(),
     };
-    assert_eq!(
-        store
-            .complete_event(id, None, &[trigger(2)], "queued")
-            .unwrap(),
-        1
-    );
+    assert_eq!(queue(&store, id, &[trigger(2)]), 1);
 }
 
 fn new_event_id(store: &Store, key: &str) -> i64 {
