@@ -2,6 +2,7 @@
 //! each one its Dockerfile's base images. Fetches with bounded concurrency,
 //! keeps going past a project that fails, and reports what it could not read.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,51 @@ impl From<Project> for ProjectInfo {
 pub struct ScannedProject {
     pub project: ProjectInfo,
     pub dockerfile: DockerfileState,
+    /// When the read of its Dockerfile began (Unix milliseconds): of two
+    /// reads of one project, the one begun later saw the newer commit. A
+    /// push patch and a rescan racing each other are settled by it
+    /// ([`ScannedProject::is_newer_than`], [`merge_scan`]).
+    #[serde(default)]
+    pub fetched_at: i64,
+}
+
+impl ScannedProject {
+    /// This read began after `other`'s (ties go to this one: the later
+    /// writer, as before the rule existed).
+    pub fn is_newer_than(&self, other: &ScannedProject) -> bool {
+        self.fetched_at >= other.fetched_at
+    }
+}
+
+/// A finished rescan, begun at `started_at`, laid over what is known now:
+/// for each project the newer read wins, so a push patch made while the
+/// rescan ran is not undone by the rescan's older read. A project the
+/// rescan did not list is dropped unless it was read after the rescan
+/// began (a push to a project created meanwhile).
+pub fn merge_scan(
+    current: &BTreeMap<u64, ScannedProject>,
+    scanned: Vec<ScannedProject>,
+    started_at: i64,
+) -> BTreeMap<u64, ScannedProject> {
+    let mut merged: BTreeMap<u64, ScannedProject> = BTreeMap::new();
+    for p in scanned {
+        let entry = match current.get(&p.project.id) {
+            Some(c) if !p.is_newer_than(c) => c.clone(),
+            _ => p,
+        };
+        merged.insert(entry.project.id, entry);
+    }
+    for (id, c) in current {
+        if !merged.contains_key(id) && c.fetched_at >= started_at {
+            merged.insert(*id, c.clone());
+        }
+    }
+    merged
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_millis() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The result of a scan: projects (sorted by id) and the cost of getting them.
@@ -141,6 +187,7 @@ pub async fn scan_project(
     project: Project,
     registry_host: &str,
 ) -> Result<ScannedProject, GitLabError> {
+    let fetched_at = now_millis();
     let project = ProjectInfo::from(project);
     let dockerfile = if project.archived {
         DockerfileState::Archived
@@ -188,6 +235,7 @@ pub async fn scan_project(
     Ok(ScannedProject {
         project,
         dockerfile,
+        fetched_at,
     })
 }
 
@@ -255,4 +303,49 @@ pub async fn scan(
             - before,
         elapsed: started.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(id: u64, at: i64, blob: &str) -> ScannedProject {
+        ScannedProject {
+            project: ProjectInfo {
+                id,
+                path: format!("g/p{id}"),
+                default_branch: Some("main".into()),
+                archived: false,
+                empty_repo: false,
+                web_url: String::new(),
+            },
+            dockerfile: DockerfileState::Found {
+                blob_id: Some(blob.into()),
+                images: Vec::new(),
+            },
+            fetched_at: at,
+        }
+    }
+
+    #[test]
+    fn the_newer_read_of_each_project_wins_over_a_rescan() {
+        let current: BTreeMap<u64, ScannedProject> = [
+            (1, read(1, 150, "pushed during the scan")),
+            (2, read(2, 50, "old")),
+            (3, read(3, 160, "created and pushed during the scan")),
+            (4, read(4, 50, "deleted since")),
+        ]
+        .into_iter()
+        .collect();
+        let scanned = vec![read(1, 120, "scan's older read"), read(2, 130, "scan")];
+        let merged = merge_scan(&current, scanned, 100);
+        let blob = |id| match &merged[&id].dockerfile {
+            DockerfileState::Found { blob_id, .. } => blob_id.clone().unwrap(),
+            _ => unreachable!(),
+        };
+        assert_eq!(blob(1), "pushed during the scan");
+        assert_eq!(blob(2), "scan");
+        assert_eq!(blob(3), "created and pushed during the scan");
+        assert!(!merged.contains_key(&4));
+    }
 }

@@ -297,3 +297,109 @@ async fn a_cascade_older_than_the_timeout_is_closed_with_the_reason() {
     );
     assert_eq!(status["queue"]["running_cascades"], 0);
 }
+
+/// The project's page as JSON.
+async fn project_json(server: &Server, id: u64) -> Value {
+    reqwest::get(format!("{}/projects/{id}?format=json", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn upstream_paths(project: &Value) -> Vec<String> {
+    project["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["project"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn project_id(sim: &Simulator, path: &str) -> u64 {
+    let p: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v4/projects/{}",
+            sim.url(),
+            path.replace('/', "%2F")
+        ))
+        .header("PRIVATE-TOKEN", TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    p["id"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_patch_is_not_undone_by_a_rescan_that_read_the_project_before_it() {
+    let sim = start(vec![
+        image_project("g/base", &[]),
+        image_project("g/other", &[]),
+        image_project("g/app", &["g/base"]),
+    ])
+    .await;
+    let (state, server) = serve(&sim, &["--refresh-interval", "3s"]).await;
+    let app = project_id(&sim, "g/app").await;
+    // The next rescan's read of g/app's Dockerfile is answered 3 s late:
+    // it carries what was committed before the push below.
+    sim.set_faults(Faults {
+        latency_ms: None,
+        rules: vec![FaultRule {
+            endpoint: "*".into(),
+            path_contains: Some(format!("/projects/{app}/repository/files")),
+            kind: FaultKind::HoldAfter { hold_ms: 3000 },
+            fraction: 1.0,
+            count: Some(1),
+            for_ms: None,
+        }],
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sim.answers_held() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no rescan came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rescans = server.status().await["rescans"].as_u64().unwrap();
+    sim.commit_file(
+        "g/app",
+        "main",
+        "Dockerfile",
+        &format!("FROM {REG}/g/other:latest\n"),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while upstream_paths(&project_json(&server, app).await) != ["g/other"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the push was not patched in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The held rescan ends now, with its older read of g/app.
+    server
+        .wait_until(
+            |s| s["rescans"].as_u64().unwrap() > rescans,
+            "the held rescan finished",
+        )
+        .await;
+    assert_eq!(
+        upstream_paths(&project_json(&server, app).await),
+        ["g/other"],
+        "the rescan's older read replaced the push patch in memory"
+    );
+    // And on disk, where a restart would read it.
+    let mut server = server;
+    server.child.kill().await.unwrap();
+    let store = gitlab_docker_autodep::store::Store::open(state.path()).unwrap();
+    let stored = store.load_projects().unwrap().unwrap();
+    let app = stored.iter().find(|p| p.project.id == app).unwrap();
+    assert!(
+        format!("{:?}", app.dockerfile).contains("g/other"),
+        "the rescan's older read replaced the push patch on disk: {:?}",
+        app.dockerfile
+    );
+}

@@ -38,6 +38,7 @@ fn graph(n: usize, edges: &[(usize, usize)]) -> DependencyGraph {
                     blob_id: None,
                     images,
                 },
+                fetched_at: 0,
             }
         })
         .collect();

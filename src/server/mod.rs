@@ -8,8 +8,11 @@
 //! every refresh interval, and patched by push events in between.
 
 mod cascades;
+mod html;
 mod listener;
+mod picture;
 mod status;
+mod views;
 pub mod webhook;
 mod worker;
 
@@ -123,6 +126,11 @@ pub struct AppState {
     pub config: ServerConfig,
     pub webhook_token: Option<String>,
     graph: RwLock<Arc<GraphView>>,
+    /// Held while a new graph is made from the current one (a push patch,
+    /// a finished rescan), so neither overwrites the other.
+    graph_writer: Mutex<()>,
+    /// Full rescans finished since start.
+    rescans: std::sync::atomic::AtomicU64,
     ready: AtomicBool,
     /// Supervised tasks (worker, refresher) that are down, restarting.
     tasks_down: AtomicUsize,
@@ -170,17 +178,32 @@ impl AppState {
         q.push_back((now, reason));
     }
 
-    /// Replaces one project's entry (after a push) and rebuilds the graph.
+    /// Replaces one project's entry (after a push) and rebuilds the graph,
+    /// unless the graph holds a newer read of it. Blocking.
     pub fn patch_project(&self, project: ScannedProject) {
+        let _writer = self.graph_writer.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.graph();
+        if let Some(known) = current.projects.get(&project.project.id) {
+            if !project.is_newer_than(known) {
+                return;
+            }
+        }
         let mut projects = current.projects.clone();
         projects.insert(project.project.id, project);
         self.set_graph(GraphView::new(projects, &self.registry));
     }
 
+    /// Lays a finished rescan over the graph (newer reads win). Blocking.
+    fn apply_scan(&self, scanned: Vec<ScannedProject>, started_at: i64) {
+        let _writer = self.graph_writer.lock().unwrap_or_else(|p| p.into_inner());
+        let merged = scan::merge_scan(&self.graph().projects, scanned, started_at);
+        self.set_graph(GraphView::new(merged, &self.registry));
+    }
+
     /// A full scan; keeps the old graph when it fails.
-    pub async fn refresh(&self) -> anyhow::Result<()> {
+    pub async fn refresh(self: &Arc<Self>) -> anyhow::Result<()> {
         let started = Instant::now();
+        let started_at = scan::now_millis();
         let scan = scan::scan(
             &self.gitlab,
             self.config.match_keyword.as_deref(),
@@ -192,15 +215,11 @@ impl AppState {
         metrics::gauge!("autodep_scan_duration_seconds").set(started.elapsed().as_secs_f64());
         let store = self.store.clone();
         let projects = scan.projects.clone();
-        tokio::task::spawn_blocking(move || store.save_projects(&projects)).await??;
-        let map = scan
-            .projects
-            .into_iter()
-            .map(|p| (p.project.id, p))
-            .collect();
-        let registry = self.registry.clone();
-        let view = tokio::task::spawn_blocking(move || GraphView::new(map, &registry)).await?;
-        self.set_graph(view);
+        tokio::task::spawn_blocking(move || store.save_projects(&projects, started_at)).await??;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.apply_scan(scan.projects, started_at)).await?;
+        self.rescans.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!("autodep_rescans_total").increment(1);
         tracing::info!(
             seconds = started.elapsed().as_secs_f64(),
             requests = scan.requests,
@@ -247,13 +266,16 @@ pub fn router(app: Arc<AppState>) -> Router {
     router.with_state(app)
 }
 
-/// `/`, `/status.json`, `/metrics`: project paths, pipeline URLs and GitLab's
+/// `/`, `/status.json`, `/metrics` and the pages of `views`: project paths, pipeline URLs and GitLab's
 /// error texts, so guarded (see [`status::guard`]).
 fn status_router(app: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/metrics", get(status::metrics))
         .route("/", get(status::page))
         .route("/status.json", get(status::json))
+        .route("/cascades/{id}", get(views::cascade))
+        .route("/projects", get(views::find))
+        .route("/projects/{id}", get(views::project))
         .layer(axum::middleware::from_fn_with_state(app, status::guard))
 }
 
@@ -294,6 +316,8 @@ pub async fn start(
         gitlab,
         webhook_token: config.webhook_token.clone(),
         graph: RwLock::new(Arc::new(GraphView::new(BTreeMap::new(), &registry))),
+        graph_writer: Mutex::new(()),
+        rescans: Default::default(),
         registry,
         ready: AtomicBool::new(false),
         tasks_down: AtomicUsize::new(0),

@@ -1,7 +1,6 @@
 //! Health, readiness, Prometheus metrics and a small status page: the
 //! dependency graph as a picture, recent events and triggers, the queue.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,8 +11,9 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use super::html::{escape, safe_href};
+use super::picture::graph_svg;
 use super::AppState;
-use crate::graph::DependencyGraph;
 
 /// The status surfaces list private project paths, pipeline URLs and
 /// GitLab's error texts. With `--status-token` they need `Authorization:
@@ -57,7 +57,7 @@ pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Nex
         (
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
-             frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+             frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
@@ -69,61 +69,36 @@ pub async fn guard(State(app): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
-/// Each cascade: its root, and its members by depth with their states.
+/// The newest cascades, each a link to its page, with its members counted
+/// by state.
 fn cascades_html(html: &mut String, cascades: &[crate::store::StoredCascade]) {
-    use crate::cascade::MemberState;
+    use super::picture::Shown;
     if cascades.is_empty() {
         return;
     }
-    html.push_str("<h2>Cascades</h2><table><tr><th>cascade</th><th>started</th><th>why</th><th>state</th><th>members (depth: project state)</th></tr>");
+    let now = time::OffsetDateTime::now_utc();
+    html.push_str("<h2>Cascades</h2><table><tr><th>cascade</th><th>started</th><th>why</th><th>state</th><th>members</th></tr>");
     for c in cascades {
-        let mut members: Vec<_> = c.machine.members.values().collect();
-        members.sort_by(|a, b| (a.depth, &a.project).cmp(&(b.depth, &b.project)));
-        let list: Vec<String> = members
+        let mut counts = std::collections::BTreeMap::new();
+        for m in c.machine.members.values() {
+            *counts.entry(Shown::of(m, None)).or_insert(0usize) += 1;
+        }
+        let members: Vec<String> = counts
             .iter()
-            .map(|m| {
-                let state = match &m.state {
-                    MemberState::Waiting => "waiting".to_string(),
-                    MemberState::Triggered => "running".to_string(),
-                    MemberState::Succeeded => "succeeded".to_string(),
-                    MemberState::Failed { reason, .. } => format!("failed ({reason})"),
-                    MemberState::Pruned { because } => {
-                        format!("not built: upstream {because} did not succeed")
-                    }
-                };
-                format!(
-                    "{}: {} <span class=\"{}\">{}</span>",
-                    m.depth,
-                    escape(&m.project),
-                    if state == "succeeded" {
-                        "done"
-                    } else if state.starts_with("failed") || state.starts_with("not built") {
-                        "failed"
-                    } else {
-                        ""
-                    },
-                    escape(&state)
-                )
-            })
+            .map(|(s, n)| format!("{n} {}", s.word()))
             .collect();
         let _ = write!(
             html,
-            "<tr><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"/cascades/{}\">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             c.id,
-            escape(&c.created_at),
+            c.id,
+            super::html::ago(&c.created_at, now),
             escape(&c.reason),
             escape(&c.state),
-            list.join("<br>")
+            members.join(", ")
         );
     }
     html.push_str("</table>");
-}
-
-/// A link target only when it is http(s); anything else (`javascript:`,
-/// `data:`) is not rendered as a link.
-fn safe_href(url: &str) -> Option<String> {
-    let lower = url.trim_start().to_ascii_lowercase();
-    (lower.starts_with("https://") || lower.starts_with("http://")).then(|| escape(url))
 }
 
 pub async fn healthz() -> &'static str {
@@ -169,105 +144,6 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         u8::from(app.is_ready()),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Projects with at least one edge, in columns by depth; at most `limit`.
-pub fn graph_svg(g: &DependencyGraph, limit: usize) -> String {
-    let mut depth: HashMap<petgraph::graph::NodeIndex, usize> = HashMap::new();
-    let nodes: Vec<_> = g
-        .nodes()
-        .filter(|n| {
-            !g.upstreams(*n).is_empty()
-                || !g.dependents(&crate::graph::Target::Project(*n)).is_empty()
-        })
-        .collect();
-    // Longest path from a root, bounded so cycles cannot loop.
-    for _ in 0..nodes.len().min(64) {
-        let mut changed = false;
-        for n in &nodes {
-            let d = g
-                .upstreams(*n)
-                .iter()
-                .filter(|(u, _)| u != n)
-                .map(|(u, _)| depth.get(u).copied().unwrap_or(0) + 1)
-                .max()
-                .unwrap_or(0)
-                .min(64);
-            if depth.get(n) != Some(&d) {
-                depth.insert(*n, d);
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    let mut columns: Vec<Vec<petgraph::graph::NodeIndex>> = Vec::new();
-    for n in nodes.iter().take(limit) {
-        let d = depth.get(n).copied().unwrap_or(0);
-        if columns.len() <= d {
-            columns.resize(d + 1, Vec::new());
-        }
-        columns[d].push(*n);
-    }
-    let (w, h, gap_x, gap_y) = (220.0, 26.0, 60.0, 12.0);
-    let mut pos = HashMap::new();
-    for (c, col) in columns.iter_mut().enumerate() {
-        col.sort_by(|a, b| g.node(*a).path.cmp(&g.node(*b).path));
-        for (r, n) in col.iter().enumerate() {
-            pos.insert(
-                *n,
-                (10.0 + c as f64 * (w + gap_x), 10.0 + r as f64 * (h + gap_y)),
-            );
-        }
-    }
-    let width = 20.0 + columns.len() as f64 * (w + gap_x);
-    let height = 20.0 + columns.iter().map(Vec::len).max().unwrap_or(0) as f64 * (h + gap_y);
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
-    for (n, (x, y)) in &pos {
-        for (u, dep) in g.upstreams(*n) {
-            if let Some((ux, uy)) = pos.get(&u) {
-                let dash = if dep.pinned {
-                    r#" stroke-dasharray="4 3""#
-                } else {
-                    ""
-                };
-                let _ = write!(
-                    svg,
-                    r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#888"{dash}/>"##,
-                    ux + w,
-                    uy + h / 2.0,
-                    x,
-                    y + h / 2.0
-                );
-            }
-        }
-    }
-    for (n, (x, y)) in &pos {
-        let node = g.node(*n);
-        let fill = if node.archived { "#eee" } else { "#e8f0fe" };
-        let shape = format!(
-            r##"<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="4" fill="{fill}" stroke="#4a6fa5"/><text x="{}" y="{}">{}</text>"##,
-            x + 6.0,
-            y + 17.0,
-            escape(&node.path)
-        );
-        let _ = match safe_href(&node.web_url) {
-            Some(href) => write!(svg, r#"<a href="{href}">{shape}</a>"#),
-            None => write!(svg, "{shape}"),
-        };
-    }
-    svg.push_str("</svg>");
-    svg
 }
 
 /// What the status surfaces show of the store.
@@ -348,6 +224,7 @@ pub async fn json(State(app): State<Arc<AppState>>) -> Response {
         "ready": app.is_ready(),
         "projects": view.graph.project_count(),
         "dependencies": view.graph.edge_count(),
+        "rescans": app.rescans.load(Ordering::SeqCst),
         "queue": {"pending_events": pending, "queued_triggers": queued, "parked_events": parked, "running_cascades": running},
         "cascades": cascades,
         "skipped": skipped,
@@ -383,17 +260,16 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     };
-    let mut html = String::from("<!doctype html><meta charset=utf-8><title>gitlab-docker-autodep</title>\
-        <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}\
-        .failed{color:#b00}.done{color:#070}</style><h1>gitlab-docker-autodep</h1>");
+    let now = time::OffsetDateTime::now_utc();
+    let mut html = super::html::page_start("gitlab-docker-autodep");
     let _ = write!(
         html,
-        "<p>{} · {} projects, {} dependencies · graph built {} · up {}s · queue: {pending} event(s), {queued} trigger(s), {parked} parked event(s) · {running} running cascade(s)</p>",
+        "<p>{} · {} projects, {} dependencies · graph built {} · up {} · queue: {pending} event(s), {queued} trigger(s), {parked} parked event(s) · {running} running cascade(s)</p>",
         if app.is_ready() { "ready" } else { "<b>not ready</b> (first scan running)" },
         view.graph.project_count(),
         view.graph.edge_count(),
-        view.built_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        app.started.elapsed().as_secs(),
+        super::html::ago(&view.built_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(), now),
+        super::html::ago_words(app.started.elapsed().as_secs() as i64).replace(" ago", ""),
     );
     html.push_str("<h2>Dependency graph</h2><div style=\"overflow:auto\">");
     html.push_str(&svg);
@@ -416,7 +292,7 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{pipeline}</td><td>{}</td><td>{}</td></tr>",
-            escape(&t.updated_at),
+            super::html::ago(&t.updated_at, now),
             escape(&t.project_path),
             escape(&t.state),
             escape(&t.state),
@@ -429,7 +305,7 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&e.received_at),
+            super::html::ago(&e.received_at, now),
             escape(&e.kind),
             escape(&e.project_path),
             escape(&e.detail),
@@ -445,31 +321,13 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         .iter()
         .rev()
     {
-        let _ = write!(html, "<li>{} — {}</li>", escape(at), escape(reason));
+        let _ = write!(
+            html,
+            "<li>{} — {}</li>",
+            super::html::ago(at, now),
+            escape(reason)
+        );
     }
     html.push_str("</ul>");
     Html(html).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_http_links_are_rendered() {
-        assert_eq!(
-            safe_href("https://gitlab/x?a=1&b=2"),
-            Some("https://gitlab/x?a=1&amp;b=2".into())
-        );
-        assert_eq!(safe_href("HTTP://gitlab/x"), Some("HTTP://gitlab/x".into()));
-        for bad in [
-            "javascript:alert(1)",
-            " data:text/html,x",
-            "vbscript:x",
-            "//evil/x",
-            "",
-        ] {
-            assert_eq!(safe_href(bad), None, "{bad}");
-        }
-    }
 }

@@ -23,6 +23,16 @@ pub struct StoredCascade {
     pub machine: Cascade,
 }
 
+/// The pipeline the server made for one member of a cascade.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberPipeline {
+    /// `queued` (waiting for a running slot), `done` (created), `failed`.
+    pub trigger_state: String,
+    pub pipeline_id: Option<u64>,
+    pub web_url: Option<String>,
+    pub updated_at: String,
+}
+
 /// The operations one cascade step needs, inside one transaction.
 pub struct CascadeTx<'a> {
     tx: Transaction<'a>,
@@ -195,12 +205,43 @@ impl Store {
 
     /// The newest cascades, running ones first.
     pub fn recent_cascades(&self, limit: usize) -> Result<Vec<StoredCascade>, StoreError> {
+        self.select_cascades(
+            "ORDER BY state = 'running' DESC, id DESC LIMIT ?1",
+            params![limit as i64],
+        )
+    }
+
+    /// One cascade.
+    pub fn cascade(&self, id: i64) -> Result<Option<StoredCascade>, StoreError> {
+        Ok(self
+            .select_cascades("WHERE id = ?1", params![id])?
+            .into_iter()
+            .next())
+    }
+
+    /// The newest cascades this project is a member of.
+    pub fn cascades_of(
+        &self,
+        project_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCascade>, StoreError> {
+        self.select_cascades(
+            "WHERE json_extract(machine, '$.members.\"' || ?1 || '\"') IS NOT NULL
+             ORDER BY id DESC LIMIT ?2",
+            params![project_id as i64, limit as i64],
+        )
+    }
+
+    fn select_cascades(
+        &self,
+        rest: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<StoredCascade>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, root_path, reason, state, created_at, updated_at, machine FROM cascades
-             ORDER BY state = 'running' DESC, id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit as i64], |r| {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id, root_path, reason, state, created_at, updated_at, machine FROM cascades {rest}"
+        ))?;
+        let rows = stmt.query_map(args, |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -225,6 +266,31 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The pipelines of a cascade's members, by project id.
+    pub fn cascade_pipelines(
+        &self,
+        cascade_id: i64,
+    ) -> Result<std::collections::BTreeMap<u64, MemberPipeline>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.project_id, t.state, t.pipeline_id, t.web_url, t.updated_at
+             FROM triggers t JOIN attachments a ON a.trigger_id = t.id
+             WHERE a.cascade_id = ?1 ORDER BY t.id",
+        )?;
+        let rows = stmt.query_map([cascade_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                MemberPipeline {
+                    trigger_state: r.get(1)?,
+                    pipeline_id: r.get::<_, Option<i64>>(2)?.map(|p| p as u64),
+                    web_url: r.get(3)?,
+                    updated_at: r.get(4)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Pipelines we created for a running cascade whose end no event has

@@ -13,7 +13,7 @@ use crate::scan::ScannedProject;
 mod cascades;
 mod queue;
 
-pub use cascades::{CascadeTx, StoredCascade};
+pub use cascades::{CascadeTx, MemberPipeline, StoredCascade};
 pub use queue::{Accepted, NewEvent, NewTrigger, PipelineFacts, StoredEvent, StoredTrigger};
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +131,7 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         ("triggers", "marker", "TEXT"),
         ("triggers", "posted", "INTEGER NOT NULL DEFAULT 0"),
         ("triggers", "depth", "INTEGER NOT NULL DEFAULT 0"),
+        ("projects", "fetched_at", "INTEGER NOT NULL DEFAULT 0"),
     ] {
         let exists = conn
             .prepare(&format!(
@@ -147,6 +148,18 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events(idempotency_key)
          WHERE idempotency_key IS NOT NULL;",
     )?;
+    Ok(())
+}
+
+/// Writes a project's read unless the stored one began later.
+fn upsert_project(conn: &Connection, p: &ScannedProject) -> Result<(), StoreError> {
+    let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO projects (id, json, fetched_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET json = excluded.json, fetched_at = excluded.fetched_at
+         WHERE excluded.fetched_at >= projects.fetched_at",
+    )?
+    .execute(params![p.project.id as i64, json, p.fetched_at])?;
     Ok(())
 }
 
@@ -244,20 +257,29 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replaces the stored scan.
-    pub fn save_projects(&self, projects: &[ScannedProject]) -> Result<(), StoreError> {
+    /// Stores a rescan begun at `started_at` (Unix milliseconds) with the
+    /// rule of [`crate::scan::merge_scan`]: a project read later (a push
+    /// patch) is kept, whichever write comes last.
+    pub fn save_projects(
+        &self,
+        projects: &[ScannedProject],
+        started_at: i64,
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM projects", [])?;
-        {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO projects (id, json) VALUES (?1, ?2)")?;
-            for p in projects {
-                let json =
-                    serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                insert.execute(params![p.project.id as i64, json])?;
-            }
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS scanned_ids (id INTEGER PRIMARY KEY);
+             DELETE FROM scanned_ids;",
+        )?;
+        for p in projects {
+            upsert_project(&tx, p)?;
+            tx.prepare_cached("INSERT OR IGNORE INTO scanned_ids (id) VALUES (?1)")?
+                .execute([p.project.id as i64])?;
         }
+        tx.execute(
+            "DELETE FROM projects WHERE fetched_at < ?1 AND id NOT IN (SELECT id FROM scanned_ids)",
+            [started_at],
+        )?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('scanned_at', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [now_text()],
@@ -266,14 +288,10 @@ impl Store {
         Ok(())
     }
 
+    /// Stores one project's read (a push patch) unless a newer read of it
+    /// is stored.
     pub fn save_project(&self, project: &ScannedProject) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(project).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.lock().execute(
-            "INSERT INTO projects (id, json) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET json = excluded.json",
-            params![project.project.id as i64, json],
-        )?;
-        Ok(())
+        upsert_project(&self.lock(), project)
     }
 
     /// How long ago the stored scan was saved, if one was.

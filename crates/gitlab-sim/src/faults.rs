@@ -52,6 +52,10 @@ pub enum FaultKind {
     ErrorAfter { status: u16 },
     /// Let the request take effect, then break the connection mid-body.
     DropAfter,
+    /// Answer as usual but hold the answer this long after the handler
+    /// ran: the client learns, late, what was true when it asked (a read
+    /// that races a later write).
+    HoldAfter { hold_ms: u64 },
 }
 
 /// One fault rule. Applies to requests whose endpoint matches (`*` = all)
@@ -242,6 +246,14 @@ pub(crate) async fn middleware(
         Some(FaultKind::DropAfter) => {
             let _ = next.run(request).await;
             dropped()
+        }
+        Some(FaultKind::HoldAfter { hold_ms }) => {
+            let response = next.run(request).await;
+            shared
+                .held
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(hold_ms)).await;
+            response
         }
         None => next.run(request).await,
     };

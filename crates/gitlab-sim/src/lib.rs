@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     registry_host: String,
     http: reqwest::Client,
     started: std::time::Instant,
+    /// Answers a `HoldAfter` fault is holding or has held: each was
+    /// computed before it was counted.
+    held: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -180,6 +183,7 @@ impl SimBuilder {
                 .build()
                 .context("cannot build the webhook HTTP client")?,
             started: std::time::Instant::now(),
+            held: Default::default(),
         });
         let _ = shared.base_url.set(format!("http://{addr}"));
         let app = Router::new()
@@ -261,6 +265,11 @@ impl Simulator {
 
     pub fn hook_deliveries(&self) -> Vec<HookDelivery> {
         self.shared.hook_log.lock().expect("hook log lock").clone()
+    }
+
+    /// How many answers a `HoldAfter` fault has computed and held back.
+    pub fn answers_held(&self) -> u64 {
+        self.shared.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn set_faults(&self, faults: Faults) {
