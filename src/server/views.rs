@@ -84,8 +84,8 @@ pub async fn cascade(
         Ok(None) => return not_found(format!("no cascade {id} (it may be past --retention)")),
         Err(r) => return r,
     };
-    let rows = member_rows(&cascade, &pipelines);
     if format.json() {
+        let rows = member_rows(&cascade, &pipelines);
         return axum::Json(json!({
             "id": cascade.id,
             "root": cascade.root,
@@ -105,7 +105,22 @@ pub async fn cascade(
         }))
         .into_response();
     }
-    let now = time::OffsetDateTime::now_utc();
+    Html(cascade_html(
+        &cascade,
+        &pipelines,
+        time::OffsetDateTime::now_utc(),
+    ))
+    .into_response()
+}
+
+/// A cascade's page: the picture when it is small enough to read, else
+/// its levels; then its members, those needing a look first.
+pub fn cascade_html(
+    cascade: &StoredCascade,
+    pipelines: &BTreeMap<u64, MemberPipeline>,
+    now: time::OffsetDateTime,
+) -> String {
+    let rows = member_rows(cascade, pipelines);
     let mut html = page_start(&format!("Cascade #{}", cascade.id));
     let _ = write!(
         html,
@@ -119,13 +134,13 @@ pub async fn cascade(
     html.push_str(&legend());
     if rows.len() <= PICTURE_LIMIT {
         html.push_str("<div style=\"overflow:auto\">");
-        html.push_str(&cascade_svg(&cascade, &pipelines));
+        html.push_str(&cascade_svg(cascade, pipelines));
         html.push_str("</div>");
     } else {
         levels_table(&mut html, &rows);
     }
     members_table(&mut html, &rows, now);
-    Html(html).into_response()
+    html
 }
 
 /// One member as the pages show it.
@@ -382,4 +397,78 @@ fn project_cascades(
         );
     }
     html.push_str("</table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cascade::{Cascade, Member, MemberState};
+
+    /// A cascade over `n` projects in levels of 100, the first one failed.
+    fn big(n: u64) -> StoredCascade {
+        let members = (1..=n)
+            .map(|id| {
+                let depth = ((id - 1) / 100) as usize;
+                let state = match id {
+                    1 => MemberState::Failed {
+                        outcome: None,
+                        reason: "pipeline failed".into(),
+                    },
+                    _ if depth == 0 => MemberState::Succeeded,
+                    _ => MemberState::Waiting,
+                };
+                let member = Member {
+                    project_id: id,
+                    project: format!("group/project-{id}"),
+                    git_ref: "main".into(),
+                    upstream: "base".into(),
+                    image: "base".into(),
+                    waits_for: if depth == 0 {
+                        Default::default()
+                    } else {
+                        [id - 100].into_iter().collect()
+                    },
+                    depth,
+                    state,
+                };
+                (id, member)
+            })
+            .collect();
+        StoredCascade {
+            id: 7,
+            root: "group/base".into(),
+            reason: "pipeline 1 of group/base succeeded".into(),
+            state: "running".into(),
+            created_at: "2026-11-30T12:00:00Z".into(),
+            updated_at: "2026-11-30T12:02:00Z".into(),
+            machine: Cascade {
+                members,
+                accept_manual: false,
+            },
+        }
+    }
+
+    #[test]
+    fn a_small_cascade_is_a_picture_and_a_big_one_stays_readable() {
+        let now = time::macros::datetime!(2026-11-30 12:05:00 UTC);
+        let small = cascade_html(&big(30), &BTreeMap::new(), now);
+        assert!(small.contains("<svg"), "a small cascade is drawn");
+        assert!(small.contains("started <time datetime=\"2026-11-30T12:00:00Z\" title=\"2026-11-30T12:00:00Z\">5 min ago</time>"));
+        assert_eq!(small.matches("data-state=").count(), 30);
+
+        let html = cascade_html(&big(2000), &BTreeMap::new(), now);
+        assert!(!html.contains("<svg"), "2,000 boxes are not drawn");
+        assert!(html.contains("<h2>Levels</h2>"));
+        assert_eq!(
+            html.matches("<td><a href=\"/projects/").count(),
+            TABLE_LIMIT
+        );
+        assert!(html.contains("and 1500 more members"));
+        // What needs a look comes first: the failed member, then the
+        // waiting ones, the built ones last.
+        let failed = html.find("group/project-1<").unwrap();
+        let waiting = html.find("group/project-101<").unwrap();
+        assert!(failed < waiting);
+        assert!(html.len() < 400 * 1024, "{} bytes", html.len());
+    }
 }
