@@ -27,6 +27,12 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("state database holds data this version cannot read: {0}")]
     Corrupt(String),
+    #[error("the state database {path} was written by a newer gitlab-docker-autodep (schema {found}; this version knows up to {known}): run the newer version, or give this one its own --state-dir")]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("another gitlab-docker-autodep server{holder} is using the state directory {dir}; stop it, or give this one its own --state-dir")]
     Locked { dir: PathBuf, holder: String },
 }
@@ -118,8 +124,14 @@ fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The layout this version writes, kept in SQLite's `user_version`.
+/// 1: events, triggers, projects (the first server); 2: retries, cascades,
+/// attachments, markers; 3: `projects.fetched_at`.
+pub const SCHEMA_VERSION: i64 = 3;
+
 /// Brings a database written by an earlier version up to date: columns
-/// added since are added, with their defaults.
+/// added since are added, with their defaults. Every step is idempotent, so
+/// a crash halfway is finished by the next start.
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     for (table, column, definition) in [
         ("events", "attempts", "INTEGER NOT NULL DEFAULT 0"),
@@ -148,6 +160,7 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events(idempotency_key)
          WHERE idempotency_key IS NOT NULL;",
     )?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
 
@@ -243,6 +256,16 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path,
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         migrate(&conn).map_err(open_err)?;
         Ok(Store {

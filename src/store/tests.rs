@@ -244,3 +244,43 @@ fn a_second_cascade_joins_a_queued_trigger_and_a_failed_step_keeps_nothing() {
     assert!(failed.is_err());
     assert_eq!(store.recent_cascades(10).unwrap().len(), 2);
 }
+
+#[test]
+fn an_older_database_is_migrated_and_a_newer_one_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The first server's layout: no retry columns, no cascades, no
+        // fetch times, no schema version.
+        let conn = Connection::open(dir.path().join("state.sqlite3")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, kind TEXT NOT NULL,
+                dedupe_key TEXT NOT NULL UNIQUE, event_uuid TEXT, project_id INTEGER NOT NULL,
+                project_path TEXT NOT NULL, detail TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT);
+             INSERT INTO events (received_at, kind, dedupe_key, project_id, project_path, detail, state)
+                VALUES ('2026-01-01T00:00:00Z', 'pipeline', 'old', 1, 'g/base', 'pipeline 1', 'done');
+             CREATE TABLE projects (id INTEGER PRIMARY KEY, json TEXT NOT NULL);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    // The old event still deduplicates; new rows use the new columns.
+    let got = store.accept_events(&[event("old"), event("new")]).unwrap();
+    assert_eq!(got[0], Accepted::Duplicate);
+    assert!(matches!(got[1], Accepted::New(_)));
+    let version: i64 = store
+        .lock()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    store
+        .lock()
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(store);
+    let err = Store::open(dir.path())
+        .err()
+        .expect("a newer schema is refused");
+    let text = err.to_string();
+    assert!(text.contains("newer gitlab-docker-autodep"), "{text}");
+    assert!(text.contains("--state-dir"), "{text}");
+}
