@@ -403,3 +403,35 @@ async fn a_push_patch_is_not_undone_by_a_rescan_that_read_the_project_before_it(
         app.dockerfile
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_project_and_one_that_refuses_variables_do_not_break_a_cascade() {
+    let sim = start(vec![
+        image_project("g/base", &[]),
+        // GitLab refuses pipeline variables here: built without them,
+        // matched by its pipeline id, and what is below it still follows.
+        image_project("g/no-vars", &["g/base"]).forbid_pipeline_variables(),
+        image_project("g/below-no-vars", &["g/no-vars"]),
+        // The token is only a Guest here: its Dockerfile cannot be read.
+        image_project("g/guest", &["g/base"]).guest(),
+    ])
+    .await;
+    let graph = autodep(&sim, &["graph", "--format", "json"]).await;
+    assert_eq!(graph.status.code(), Some(0), "{}", stderr(&graph));
+    let (_state, server) = serve(&sim, &[]).await;
+    let status = server.status().await;
+    assert!(
+        status["skipped"].to_string().contains("g/guest"),
+        "the Guest project is listed as not readable: {}",
+        status["skipped"]
+    );
+    sim.run_pipeline("g/base").unwrap();
+    settled(&server).await;
+    assert_eq!(triggered(&sim), ["g/base", "g/below-no-vars", "g/no-vars"]);
+    let no_vars = sim
+        .pipelines()
+        .into_iter()
+        .find(|p| p.project_path == "g/no-vars")
+        .unwrap();
+    assert!(no_vars.variables.is_empty(), "{:?}", no_vars.variables);
+}

@@ -256,6 +256,9 @@ fn find_file(
 ) -> Result<(HeaderMap, Vec<u8>, Value), Response> {
     let world = shared.world.lock().expect("world lock");
     let (_, project) = caller_and_project(&world, headers, query, id, raw)?;
+    if project.guest {
+        return Err(message(StatusCode::FORBIDDEN, "403 Forbidden"));
+    }
     let reference = match param(query, "ref") {
         Some(r) if !r.is_empty() => r.to_string(),
         Some(_) => {
@@ -322,6 +325,9 @@ async fn get_tree(
     let query = query_pairs(&raw);
     let world = shared.world.lock().expect("world lock");
     let (_, project) = caller_and_project(&world, &headers, &query, &id, false)?;
+    if project.guest {
+        return Err(message(StatusCode::FORBIDDEN, "403 Forbidden"));
+    }
     let reference = param(&query, "ref")
         .unwrap_or(&project.default_branch)
         .to_string();
@@ -424,8 +430,14 @@ fn start_pipeline(
     headers: &HeaderMap,
 ) -> Result<Value, Response> {
     let project = &world.projects[&project_id];
-    if project.archived {
+    if project.archived || project.guest {
         return Err(message(StatusCode::FORBIDDEN, "403 Forbidden"));
+    }
+    if project.pipeline_variables_forbidden && !variables.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            json!({"message": {"base": ["Insufficient permissions to set pipeline variables"]}}),
+        ));
     }
     let Some(branch) = project.branches.get(git_ref) else {
         return Err(error(

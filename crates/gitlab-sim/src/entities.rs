@@ -188,7 +188,7 @@ pub fn project_full(p: &Project, base: &str, registry_host: &str) -> Value {
         "only_allow_merge_if_pipeline_succeeds": false,
         "allow_merge_on_skipped_pipeline": false,
         "allow_pipeline_trigger_approve_deployment": false,
-        "restrict_user_defined_variables": false,
+        "restrict_user_defined_variables": p.pipeline_variables_forbidden,
         "request_access_enabled": true,
         "only_allow_merge_if_all_discussions_are_resolved": false,
         "remove_source_branch_after_merge": true,

@@ -150,7 +150,7 @@ impl SimBuilder {
         let mut world = World::default();
         let now = time::OffsetDateTime::now_utc();
         for spec in &self.fixture.projects {
-            world
+            let id = world
                 .add_project(
                     &spec.path,
                     &spec.default_branch,
@@ -162,6 +162,9 @@ impl SimBuilder {
                     now,
                 )
                 .map_err(anyhow::Error::msg)?;
+            let project = world.projects.get_mut(&id).expect("just added");
+            project.guest = spec.guest;
+            project.pipeline_variables_forbidden = spec.forbid_pipeline_variables;
         }
         world.tokens = self.fixture.tokens.into_iter().collect();
         world.job_tokens = self.fixture.job_tokens;

@@ -44,6 +44,13 @@ pub struct ProjectSpec {
     /// Do not add the default `.gitlab-ci.yml`.
     #[serde(default)]
     pub without_ci: bool,
+    /// The token's user is a Guest member: files and pipelines are 403.
+    #[serde(default)]
+    pub guest: bool,
+    /// Pipeline variables are refused (400, as GitLab does when its
+    /// settings let no one set them).
+    #[serde(default)]
+    pub forbid_pipeline_variables: bool,
 }
 
 fn main() -> String {
@@ -67,7 +74,21 @@ impl ProjectSpec {
             pipeline: PipelineBehaviour::default(),
             empty: false,
             without_ci: false,
+            guest: false,
+            forbid_pipeline_variables: false,
         }
+    }
+
+    /// The token's user is only a Guest of this project.
+    pub fn guest(mut self) -> Self {
+        self.guest = true;
+        self
+    }
+
+    /// The project refuses pipeline variables.
+    pub fn forbid_pipeline_variables(mut self) -> Self {
+        self.forbid_pipeline_variables = true;
+        self
     }
 
     pub fn dockerfile(self, text: &str) -> Self {

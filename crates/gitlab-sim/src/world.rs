@@ -119,6 +119,12 @@ pub struct Project {
     pub pipeline: PipelineBehaviour,
     pub created_at: OffsetDateTime,
     pub last_activity_at: OffsetDateTime,
+    /// The token's user is only a Guest here: it sees the project but
+    /// cannot read its repository or create pipelines (403).
+    pub guest: bool,
+    /// The project's settings let no one set pipeline variables
+    /// (`ci_pipeline_variables_minimum_override_role: no_one_allowed`).
+    pub pipeline_variables_forbidden: bool,
 }
 
 impl Project {
@@ -302,6 +308,8 @@ impl World {
             pipeline,
             created_at: now,
             last_activity_at: now,
+            guest: false,
+            pipeline_variables_forbidden: false,
         };
         self.by_path.insert(key, id);
         self.projects.insert(id, project);
