@@ -160,6 +160,14 @@ pub enum Command {
     /// Run the webhook server: GitLab calls /webhook on pipeline and push events.
     Server(Box<ServerArgs>),
 
+    /// Set up or check the project webhooks the server needs.
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+
+    /// Check, in order, what the tool needs (GitLab, token, registry,
+    /// webhooks, state directory, server) and say how to fix each failure.
+    Doctor(DoctorArgs),
+
     /// Start a simulated GitLab with a few image projects, run the server
     /// against it, rebuild a base image and show the cascade.
     Demo {
@@ -185,6 +193,81 @@ pub enum Command {
 
     /// Print the man page (roff).
     Manpage,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Make sure every project in the graph (every project with --all) has
+    /// exactly one hook pointing at the server: pipeline events, push events
+    /// of the default branch, the secret, TLS verification, nothing else.
+    /// Creates what is missing, updates what differs, leaves the rest.
+    /// Exit 0 when every hook is in place.
+    Sync(HooksSyncArgs),
+    /// Every hook pointing at the server as GitLab sees it: missing, wrong,
+    /// paused or disabled after failed deliveries. Exit 0 when all are
+    /// healthy.
+    Status(HooksStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HooksSyncArgs {
+    /// The server's webhook URL, e.g. https://autodep.example.com/webhook.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: String,
+
+    /// File with the secret the hooks send (the server's
+    /// --webhook-auth-token-file).
+    #[arg(long, value_name = "FILE")]
+    pub webhook_auth_token_file: Option<PathBuf>,
+
+    /// Say what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Delete hooks pointing at URL on projects that no longer need one
+    /// (one more request per such project).
+    #[arg(long)]
+    pub prune: bool,
+
+    /// Every scanned project, not only those with dependencies.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Set the secret on existing hooks too (GitLab never shows a hook's
+    /// secret, so without this an existing hook's secret is left as it is).
+    #[arg(long)]
+    pub update_token: bool,
+
+    /// Print a JSON report instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HooksStatusArgs {
+    /// The server's webhook URL.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: String,
+
+    /// Every scanned project, not only those with dependencies.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The server's webhook URL: its hooks and its /healthz are checked.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+
+    /// The server's state directory, checked for being writable (env
+    /// AUTODEP_STATE_DIR; default as for `server`).
+    #[arg(long, env = "AUTODEP_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod dockerfile;
 pub mod failpoint;
 pub mod gitlab;
 pub mod graph;
+pub mod hooks;
 pub mod image;
 pub mod plan;
 pub mod printable;

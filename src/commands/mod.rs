@@ -2,6 +2,8 @@
 //! print. Errors carry what to do next; `exit_code_for` maps them.
 
 mod demo;
+mod doctor;
+mod hooks;
 mod server;
 
 use std::io::{IsTerminal, Write};
@@ -16,7 +18,7 @@ use gitlab_docker_autodep::printable::one_line;
 use gitlab_docker_autodep::rebuild::{self, RebuildOptions, RebuildReport};
 use gitlab_docker_autodep::scan::{self, DockerfileState, Progress, Scan};
 
-use crate::cli::{Cli, Command, GlobalOptions, GraphFormat, RebuildArgs};
+use crate::cli::{Cli, Command, GlobalOptions, GraphFormat, HooksCommand, RebuildArgs};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_PIPELINE_FAILED: u8 = 1;
@@ -264,6 +266,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             let s = settings(&cli.global)?;
             server::serve(s, *args).await
         }
+        Command::Hooks(HooksCommand::Sync(args)) => hooks::sync(&cli.global, args).await,
+        Command::Hooks(HooksCommand::Status(args)) => hooks::status(&cli.global, args).await,
+        Command::Doctor(args) => doctor::run(&cli.global, args).await,
         Command::Demo { pipeline_duration } => demo::run(pipeline_duration).await,
         Command::Healthcheck { url } => Ok(healthcheck(url).await),
         Command::Completions { shell } => {

@@ -76,7 +76,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
 }
 
 /// The first line of a secret file, which must not be empty.
-fn first_line(file: &std::path::Path, option: &str) -> anyhow::Result<String> {
+pub(super) fn first_line(file: &std::path::Path, option: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| UsageError(format!("cannot read {option} {}: {e}", file.display())))?;
     let line = text.lines().next().unwrap_or("").trim().to_string();

@@ -4,6 +4,7 @@
 //! transport is here; `rest.rs` has the endpoints, `wire.rs` GitLab's JSON
 //! as the tool reads it, `error.rs` what can go wrong.
 
+mod admin;
 mod error;
 mod rest;
 mod wire;
@@ -19,6 +20,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
+pub use admin::{Hook, RegistryRepository, TokenInfo};
 use error::error_message;
 pub use error::GitLabError;
 pub use wire::{FileContent, Pipeline, Project};

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS triggers (
 -- At most one queued trigger per project: later ones coalesce into it.
 CREATE UNIQUE INDEX IF NOT EXISTS triggers_one_queued ON triggers(project_id) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS triggers_due ON triggers(state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS triggers_event ON triggers(event_id);
 CREATE TABLE IF NOT EXISTS projects (
     id INTEGER PRIMARY KEY,
     json TEXT NOT NULL
@@ -126,7 +127,7 @@ fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
 
 /// The layout this version writes, kept in SQLite's `user_version`.
 /// 1: events, triggers, projects (the first server); 2: retries, cascades,
-/// attachments, markers; 3: `projects.fetched_at`.
+/// attachments, markers; 3: `projects.fetched_at`, `triggers_event`.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// Brings a database written by an earlier version up to date: columns
@@ -255,6 +256,10 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        // After a checkpoint the log is cut back to this size, so one large
+        // burst does not leave a large file behind.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
             .map_err(open_err)?;
         let found: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))

@@ -7,6 +7,9 @@ use serde::Serialize;
 
 use super::{now_millis, now_text, Store, StoreError};
 
+/// Rows deleted per transaction by the retention sweep.
+pub const SWEEP_BATCH: usize = 5000;
+
 /// An event to accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -313,8 +316,10 @@ impl Store {
     }
 
     /// Deletes what is finished and older than `age`: events done or parked,
-    /// triggers done or failed. Pending work is never deleted. Returns
-    /// `(events, triggers)` deleted.
+    /// triggers done or failed, cascades finished or closed. Pending work
+    /// is never deleted. Works in short transactions of at most
+    /// [`SWEEP_BATCH`] rows each, so webhooks are accepted meanwhile and the
+    /// write-ahead log stays small. Returns `(events, triggers)` deleted.
     pub fn delete_finished_older_than(
         &self,
         age: std::time::Duration,
@@ -324,27 +329,37 @@ impl Store {
         let cutoff = cutoff
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "DELETE FROM cascades WHERE state IN ('finished', 'closed') AND updated_at < ?1",
-            [&cutoff],
+        let batch = |sql: &str| -> Result<usize, StoreError> {
+            let mut total = 0;
+            loop {
+                let mut conn = self.lock();
+                let tx = conn.transaction()?;
+                let n = tx.execute(sql, params![cutoff, SWEEP_BATCH as i64])?;
+                tx.commit()?;
+                total += n;
+                if n < SWEEP_BATCH {
+                    return Ok(total);
+                }
+            }
+        };
+        batch(
+            "DELETE FROM cascades WHERE id IN (SELECT id FROM cascades
+             WHERE state IN ('finished', 'closed') AND updated_at < ?1 LIMIT ?2)",
         )?;
-        tx.execute(
-            "DELETE FROM attachments WHERE cascade_id NOT IN (SELECT id FROM cascades)",
-            [],
+        batch(
+            "DELETE FROM attachments WHERE rowid IN (SELECT rowid FROM attachments
+             WHERE cascade_id NOT IN (SELECT id FROM cascades) LIMIT ?2) AND ?1 IS NOT NULL",
         )?;
-        let triggers = tx.execute(
-            "DELETE FROM triggers WHERE state IN ('done', 'failed') AND updated_at < ?1
-             AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.trigger_id = triggers.id)",
-            [&cutoff],
+        let triggers = batch(
+            "DELETE FROM triggers WHERE id IN (SELECT id FROM triggers
+             WHERE state IN ('done', 'failed') AND updated_at < ?1
+             AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.trigger_id = triggers.id) LIMIT ?2)",
         )?;
-        let events = tx.execute(
-            "DELETE FROM events WHERE state IN ('done', 'parked') AND received_at < ?1
-             AND NOT EXISTS (SELECT 1 FROM triggers t WHERE t.event_id = events.id)",
-            [&cutoff],
+        let events = batch(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events
+             WHERE state IN ('done', 'parked') AND received_at < ?1
+             AND NOT EXISTS (SELECT 1 FROM triggers t WHERE t.event_id = events.id) LIMIT ?2)",
         )?;
-        tx.commit()?;
         Ok((events, triggers))
     }
 

@@ -76,7 +76,7 @@ pub fn parse_form(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
     raw.as_deref().map(parse_form).unwrap_or_default()
 }
 
@@ -86,7 +86,11 @@ type ApiResult = Result<Response, Response>;
 type Params = Vec<(String, String)>;
 
 /// Looks a project up as GitLab does; invisible is the same as missing.
-fn visible<'w>(world: &'w World, id: &str, caller: Caller) -> Result<&'w Project, Response> {
+pub(crate) fn visible<'w>(
+    world: &'w World,
+    id: &str,
+    caller: Caller,
+) -> Result<&'w Project, Response> {
     match world.find_project(id) {
         Some(p) if caller.authenticated() || p.visibility == "public" => Ok(p),
         _ => Err(message(StatusCode::NOT_FOUND, "404 Project Not Found")),
@@ -94,7 +98,7 @@ fn visible<'w>(world: &'w World, id: &str, caller: Caller) -> Result<&'w Project
 }
 
 /// Who calls, and the project of the route's `:id` as that caller sees it.
-fn caller_and_project<'w>(
+pub(crate) fn caller_and_project<'w>(
     world: &'w World,
     headers: &HeaderMap,
     query: &[(String, String)],

@@ -33,6 +33,7 @@ pub fn endpoint_of(method: &str, path: &str) -> &'static str {
         ("POST", ["projects", _, "trigger", "pipeline"]) => "pipeline_trigger",
         (_, ["projects", _, "pipelines", ..]) => "pipelines",
         (_, ["projects", _, "registry", ..]) => "registry",
+        (_, ["projects", _, "hooks", ..]) => "hooks",
         _ => "other",
     }
 }

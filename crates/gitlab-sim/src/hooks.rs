@@ -10,7 +10,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::entities;
-use crate::world::PipelineStatus;
+use crate::project_hooks::Delivery;
+use crate::world::{PipelineStatus, Webhook};
 use crate::Shared;
 
 /// One webhook POST as the simulator made it.
@@ -140,9 +141,37 @@ async fn deliver_to_all(
     body: Value,
     event_uuid: Option<String>,
 ) {
+    let now = OffsetDateTime::now_utc();
+    let branch = body
+        .get("ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("refs/heads/"))
+        .map(str::to_string);
     let (hooks, paused) = {
         let world = shared.world.lock().expect("world lock");
-        (world.webhooks.clone(), world.paused_hooks.contains(project))
+        let mut hooks: Vec<(Option<u64>, Webhook, Option<&'static str>)> = world
+            .webhooks
+            .iter()
+            .map(|h| (None, h.clone(), None))
+            .collect();
+        let project_id = world.project_by_path(project).map(|p| p.id);
+        for h in world
+            .project_hooks
+            .values()
+            .filter(|h| Some(h.project_id) == project_id)
+        {
+            let dropped = match h.wants(event, branch.as_deref(), now) {
+                Delivery::NotSubscribed => continue,
+                Delivery::Send => None,
+                Delivery::Dropped(why) => Some(why),
+            };
+            let hook = Webhook {
+                url: h.url.clone(),
+                token: h.token.clone(),
+            };
+            hooks.push((Some(h.id), hook, dropped));
+        }
+        (hooks, world.paused_hooks.contains(project))
     };
     if hooks.is_empty() {
         return;
@@ -151,7 +180,7 @@ async fn deliver_to_all(
     // recursion-detection UUID is propagated from the request that caused it.
     let idempotency_key = uuid::Uuid::new_v4().to_string();
     let event_uuid = event_uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    for hook in hooks {
+    for (hook_id, hook, dropped) in hooks {
         let delivery = HookDelivery {
             url: hook.url.clone(),
             event: event.to_string(),
@@ -166,13 +195,24 @@ async fn deliver_to_all(
             body: body.clone(),
             token: hook.token.clone(),
         };
-        if paused {
+        let dropped = dropped.or(paused.then_some("hook paused"));
+        if let Some(why) = dropped {
             let mut dropped = delivery;
-            dropped.error = Some("dropped: hook paused".into());
+            dropped.error = Some(format!("dropped: {why}"));
             shared.hook_log.lock().expect("hook log lock").push(dropped);
             continue;
         }
-        send(shared, delivery).await;
+        let sent = send(shared, delivery).await;
+        if let Some(id) = hook_id {
+            // GitLab counts 2xx and 3xx as success.
+            let ok = sent
+                .response_status
+                .is_some_and(|s| (200..400).contains(&s));
+            let mut world = shared.world.lock().expect("world lock");
+            if let Some(h) = world.project_hooks.get_mut(&id) {
+                h.record(ok, OffsetDateTime::now_utc());
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod entities;
 pub mod faults;
 mod hooks;
 mod paging;
+pub mod project_hooks;
 pub mod seed;
 pub mod world;
 
@@ -169,6 +170,7 @@ impl SimBuilder {
         world.tokens = self.fixture.tokens.into_iter().collect();
         world.job_tokens = self.fixture.job_tokens;
         world.webhooks = self.fixture.webhooks;
+        world.token_days_left = 365;
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))?;
@@ -191,6 +193,7 @@ impl SimBuilder {
         let _ = shared.base_url.set(format!("http://{addr}"));
         let app = Router::new()
             .merge(api::routes())
+            .merge(project_hooks::routes())
             .merge(control::routes())
             .fallback(api::not_found)
             .layer(axum::middleware::from_fn_with_state(
@@ -301,6 +304,48 @@ impl Simulator {
         } else {
             world.paused_hooks.remove(project);
         }
+    }
+
+    /// The project's hooks as the hooks API shows them.
+    pub fn project_hooks(&self, project: &str) -> Vec<serde_json::Value> {
+        let world = self.shared.world.lock().expect("world lock");
+        let Some(id) = world.project_by_path(project).map(|p| p.id) else {
+            return Vec::new();
+        };
+        world
+            .project_hooks
+            .values()
+            .filter(|h| h.project_id == id)
+            .map(project_hooks::ProjectHook::to_json)
+            .collect()
+    }
+
+    /// Sets the alert status of every hook of a project, as GitLab does
+    /// after failed deliveries (`temporarily_disabled` for an hour).
+    pub fn set_hook_alert(&self, project: &str, status: project_hooks::AlertStatus) {
+        let mut world = self.shared.world.lock().expect("world lock");
+        let Some(id) = world.project_by_path(project).map(|p| p.id) else {
+            return;
+        };
+        let until = (status == project_hooks::AlertStatus::TemporarilyDisabled)
+            .then(|| time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+        for h in world
+            .project_hooks
+            .values_mut()
+            .filter(|h| h.project_id == id)
+        {
+            h.alert_status = status;
+            h.disabled_until = until;
+        }
+    }
+
+    /// Days until the tokens expire (`/personal_access_tokens/self`).
+    pub fn set_token_days_left(&self, days: i64) {
+        self.shared
+            .world
+            .lock()
+            .expect("world lock")
+            .token_days_left = days;
     }
 
     pub fn trigger_token(&self, project: &str) -> Option<String> {

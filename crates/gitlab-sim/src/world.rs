@@ -215,6 +215,12 @@ pub struct World {
     /// Projects whose hook deliveries are dropped, as GitLab does while a
     /// hook is paused or disabled after failures.
     pub paused_hooks: std::collections::HashSet<String>,
+    /// Hooks made through the project hooks API, by id.
+    pub project_hooks: BTreeMap<u64, crate::project_hooks::ProjectHook>,
+    pub next_hook_id: u64,
+    /// Days until the tokens expire, as `/personal_access_tokens/self`
+    /// says (365 unless a test changes it).
+    pub token_days_left: i64,
     next_project_id: u64,
     next_pipeline_id: u64,
     commit_counter: u64,
