@@ -230,8 +230,14 @@ pub struct HooksSyncArgs {
     pub prune: bool,
 
     /// Every scanned project, not only those with dependencies.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub all: bool,
+
+    /// One group hook on this group (full path; GitLab Premium, Owner
+    /// role) instead of a hook per project. With --prune, the projects'
+    /// own hooks pointing at URL are deleted: the group hook replaces them.
+    #[arg(long, value_name = "PATH")]
+    pub group: Option<String>,
 
     /// Set the secret on existing hooks too (GitLab never shows a hook's
     /// secret, so without this an existing hook's secret is left as it is).
@@ -250,8 +256,12 @@ pub struct HooksStatusArgs {
     pub webhook_url: String,
 
     /// Every scanned project, not only those with dependencies.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub all: bool,
+
+    /// Check the group hook of this group instead of project hooks.
+    #[arg(long, value_name = "PATH")]
+    pub group: Option<String>,
 
     /// Print JSON instead of lines.
     #[arg(long)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::gitlab::{GitLab, GitLabError, Hook};
+use crate::gitlab::{GitLab, GitLabError, Hook, HookOwner};
 
 /// Every event flag of a project hook that this tool turns off.
 const OTHER_EVENTS: [&str; 13] = [
@@ -40,12 +40,16 @@ pub struct HookTarget {
     pub rewrite_token: bool,
 }
 
-/// A project whose hook is checked.
+/// Where one hook must be: a project (push events of its default branch)
+/// or a group (push events of every branch: the server ignores those not
+/// on a project's default branch).
 #[derive(Debug, Clone)]
-pub struct HookProject {
-    pub id: u64,
+pub struct HookSite {
+    pub owner: HookOwner,
+    /// The project's or group's full path.
     pub path: String,
-    pub default_branch: String,
+    /// `push_events_branch_filter`: the default branch, or empty.
+    pub branch_filter: String,
 }
 
 /// What one project needs.
@@ -156,8 +160,8 @@ pub struct Outcome {
 pub async fn sync(
     gitlab: &GitLab,
     target: &HookTarget,
-    needed: Vec<HookProject>,
-    unneeded: Vec<HookProject>,
+    needed: Vec<HookSite>,
+    unneeded: Vec<HookSite>,
     dry_run: bool,
     parallel: usize,
 ) -> Vec<Outcome> {
@@ -184,13 +188,17 @@ pub async fn sync(
     outcomes
 }
 
-fn failure(p: &HookProject, e: GitLabError) -> Outcome {
-    let (action, detail) = match e {
-        GitLabError::Forbidden { .. } => (
+fn failure(p: &HookSite, e: GitLabError) -> Outcome {
+    let (action, detail) = match (e, &p.owner) {
+        (GitLabError::Forbidden { .. }, HookOwner::Project(_)) => (
             Action::Skipped,
             "the token may not manage this project's hooks (403): it needs the Maintainer role here".to_string(),
         ),
-        other => (Action::Failed, other.to_string()),
+        (GitLabError::Forbidden { .. }, HookOwner::Group(_)) => (
+            Action::Skipped,
+            "the token may not manage this group's hooks (403): it needs the Owner role, and group hooks need GitLab Premium".to_string(),
+        ),
+        (other, _) => (Action::Failed, other.to_string()),
     };
     Outcome {
         project: p.path.clone(),
@@ -203,11 +211,11 @@ fn failure(p: &HookProject, e: GitLabError) -> Outcome {
 async fn sync_project(
     gitlab: &GitLab,
     target: &HookTarget,
-    p: &HookProject,
+    p: &HookSite,
     wanted: bool,
     dry_run: bool,
 ) -> Result<Vec<Outcome>, GitLabError> {
-    let hooks = gitlab.project_hooks(p.id).await?;
+    let hooks = gitlab.hooks(&p.owner).await?;
     let outcome = |action, hook_id, detail: String| Outcome {
         project: p.path.clone(),
         action,
@@ -216,7 +224,7 @@ async fn sync_project(
     };
     let mut out = Vec::new();
     let (needed, mut delete) =
-        plan_project(&hooks, &target.url, &p.default_branch, target.rewrite_token);
+        plan_project(&hooks, &target.url, &p.branch_filter, target.rewrite_token);
     if !wanted {
         delete = hooks
             .iter()
@@ -230,18 +238,16 @@ async fn sync_project(
                 let id = if dry_run {
                     None
                 } else {
-                    let fields = hook_fields(target, &p.default_branch, true);
-                    Some(gitlab.save_project_hook(p.id, None, &fields).await?.id)
+                    let fields = hook_fields(target, &p.branch_filter, true);
+                    Some(gitlab.save_hook(&p.owner, None, &fields).await?.id)
                 };
                 outcome(Action::Created, id, "pipeline and push events".into())
             }
             Needed::Update { hook_id, what } => {
                 if !dry_run {
                     let with_token = what.iter().any(|w| w == "token");
-                    let fields = hook_fields(target, &p.default_branch, with_token);
-                    gitlab
-                        .save_project_hook(p.id, Some(hook_id), &fields)
-                        .await?;
+                    let fields = hook_fields(target, &p.branch_filter, with_token);
+                    gitlab.save_hook(&p.owner, Some(hook_id), &fields).await?;
                 }
                 outcome(Action::Updated, Some(hook_id), what.join(", "))
             }
@@ -249,7 +255,7 @@ async fn sync_project(
     }
     for id in delete {
         if !dry_run {
-            gitlab.delete_project_hook(p.id, id).await?;
+            gitlab.delete_hook(&p.owner, id).await?;
         }
         let why = if wanted {
             "a second hook to the same URL"

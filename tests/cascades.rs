@@ -435,3 +435,82 @@ async fn a_guest_project_and_one_that_refuses_variables_do_not_break_a_cascade()
         .unwrap();
     assert!(no_vars.variables.is_empty(), "{:?}", no_vars.variables);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_whose_hook_is_silent_is_shown_waiting_with_its_age() {
+    let ok = PipelineStatus::Success;
+    let sim = start(vec![
+        project("g/base", &[], 100, ok),
+        project("g/mid", &["g/base"], 100, ok),
+        project("g/leaf", &["g/mid"], 100, ok),
+    ])
+    .await;
+    // Polling is far off: only the hook could tell the server.
+    let (_state, server) = serve(&sim, &["--reconcile-interval", "1h"]).await;
+    sim.pause_hooks("g/mid", true);
+    sim.run_pipeline("g/base").unwrap();
+    // Null until the cascade exists.
+    let cascade_json = || async {
+        let r = reqwest::get(format!("{}/cascades/1?format=json", server.url))
+            .await
+            .unwrap();
+        if r.status() == 404 {
+            return Value::Null;
+        }
+        r.json::<Value>().await.unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mid = loop {
+        let c = cascade_json().await;
+        let mid = c["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["project"] == "g/mid").cloned());
+        if let Some(mid) = mid.filter(|m| m["pipeline"]["pipeline_id"].is_u64()) {
+            break mid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "g/mid never triggered: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(sim.wait_pipelines_settled(Duration::from_secs(30)).await);
+    assert!(mid["pipeline"]["fired_at"].is_string(), "{mid}");
+    assert!(mid["pipeline"]["last_hook_at"].is_null(), "{mid}");
+    assert!(
+        mid["why"]
+            .as_str()
+            .unwrap()
+            .contains("no hook heard from it yet"),
+        "{mid}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("autodep_pipelines_without_hook 1\n"),
+        "{metrics}"
+    );
+    let page = reqwest::get(format!("{}/cascades/1", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<b>no hook since</b> <time"), "{page}");
+    let front = reqwest::get(&server.url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        front.contains("1 pipeline(s) of running cascades have sent no webhook yet"),
+        "{front}"
+    );
+    // g/leaf waits: its upstream's end is unknown.
+    assert!(triggered(&sim).iter().all(|p| p != "g/leaf"));
+}

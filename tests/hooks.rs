@@ -252,3 +252,95 @@ async fn doctor_names_each_broken_piece_with_the_fix() {
     assert_eq!(gone.status.code(), Some(1));
     assert!(stdout(&gone).contains("FAIL  server:"), "{}", stdout(&gone));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_group_hook_instead_of_project_hooks_and_prune_removes_those() {
+    let sim = instance().await;
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&sim, state.path(), &[]).await;
+    let url = format!("{}/webhook", server.url);
+    let secret = secret_file(state.path());
+    let sync = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "hooks",
+            "sync",
+            "--webhook-url",
+            url.as_str(),
+            "--webhook-auth-token-file",
+            secret.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let sim = &sim;
+        async move { autodep(sim, &args).await }
+    };
+    // Project hooks first, as a Free instance would have them.
+    assert_eq!(sync(&[]).await.status.code(), Some(0));
+    assert_eq!(sim.project_hooks("g/base").len(), 1);
+    let group = sync(&["--group", "g", "--prune"]).await;
+    assert_eq!(group.status.code(), Some(0), "{}", stdout(&group));
+    let text = stdout(&group);
+    assert!(text.contains("g: hook #11 created"), "{text}");
+    assert!(
+        text.contains("hooks: 1 created, 0 updated, 10 deleted"),
+        "{text}"
+    );
+    assert_eq!(sim.group_hooks("g").len(), 1);
+    assert!(sim.project_hooks("g/base").is_empty());
+    let again = sync(&["--group", "g"]).await;
+    assert!(stdout(&again).contains("1 in place") && stdout(&again).contains("nothing to change"));
+
+    sim.run_pipeline("g/base").unwrap();
+    server
+        .wait_until(
+            |s| {
+                s["queue"]["running_cascades"] == 0
+                    && s["cascades"].as_array().is_some_and(|c| !c.is_empty())
+            },
+            "the cascade finished",
+        )
+        .await;
+    assert_eq!(triggered(&sim).len(), 10, "{:?}", triggered(&sim));
+    // Each event came once: through the group hook only.
+    let base_deliveries = sim
+        .hook_deliveries()
+        .iter()
+        .filter(|d| d.project == "g/base" && d.status_sent.as_deref() == Some("success"))
+        .count();
+    assert_eq!(base_deliveries, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_the_token_may_not_manage_is_reported_and_skipped() {
+    let sim = start(vec![
+        image_project("g/base", &[]),
+        image_project("g/app", &["g/base"]),
+        image_project("g/guarded", &["g/base"]).guest(),
+    ])
+    .await;
+    let out = autodep(
+        &sim,
+        &[
+            "hooks",
+            "sync",
+            "--all",
+            "--webhook-url",
+            "https://autodep.example.com/webhook",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "not everything is in place");
+    let text = stdout(&out);
+    assert!(
+        text.contains("g/guarded: skipped: the token may not manage this project's hooks (403)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hooks: 2 created, 0 updated, 0 deleted, 0 in place, 1 skipped"),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("no --webhook-auth-token-file"),
+        "{}",
+        stderr(&out)
+    );
+}

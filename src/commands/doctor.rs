@@ -176,6 +176,7 @@ async fn webhooks(g: &GlobalOptions, url: &str) -> Verdict {
     let args = crate::cli::HooksStatusArgs {
         webhook_url: url.to_string(),
         all: false,
+        group: None,
         json: false,
     };
     match super::hooks::check(g, &args).await {

@@ -3,8 +3,9 @@
 //! judged; one line per change or problem, a summary, an exit status.
 
 use futures_util::StreamExt;
+use gitlab_docker_autodep::gitlab::HookOwner;
 use gitlab_docker_autodep::graph::{DependencyGraph, Target};
-use gitlab_docker_autodep::hooks::{self, Action, HookProject, HookTarget};
+use gitlab_docker_autodep::hooks::{self, Action, HookSite, HookTarget};
 use gitlab_docker_autodep::printable::one_line;
 
 use super::{print, scan_and_build, server::first_line, settings, EXIT_OK, EXIT_PIPELINE_FAILED};
@@ -13,7 +14,7 @@ use crate::cli::{GlobalOptions, HooksStatusArgs, HooksSyncArgs};
 /// Projects that need a hook (in the graph with an edge, or every one with
 /// `all`), and the others. Archived projects and those without a
 /// repository are neither.
-fn split(graph: &DependencyGraph, all: bool) -> (Vec<HookProject>, Vec<HookProject>) {
+fn split(graph: &DependencyGraph, all: bool) -> (Vec<HookSite>, Vec<HookSite>) {
     let (mut needed, mut unneeded) = (Vec::new(), Vec::new());
     for n in graph.nodes() {
         let node = graph.node(n);
@@ -23,10 +24,10 @@ fn split(graph: &DependencyGraph, all: bool) -> (Vec<HookProject>, Vec<HookProje
         if node.archived {
             continue;
         }
-        let p = HookProject {
-            id: node.id,
+        let p = HookSite {
+            owner: HookOwner::Project(node.id),
             path: node.path.clone(),
-            default_branch: branch,
+            branch_filter: branch,
         };
         let linked =
             !graph.upstreams(n).is_empty() || !graph.dependents(&Target::Project(n)).is_empty();
@@ -56,9 +57,18 @@ pub async fn sync(g: &GlobalOptions, args: HooksSyncArgs) -> anyhow::Result<u8> 
         token,
         rewrite_token: args.update_token,
     };
-    let (_, graph) = scan_and_build(&s, g.quiet).await?;
-    let (needed, unneeded) = split(&graph, args.all);
-    let unneeded = if args.prune { unneeded } else { Vec::new() };
+    let (needed, unneeded) = match &args.group {
+        Some(group) if !args.prune => (vec![group_site(group)], Vec::new()),
+        Some(group) => {
+            let (_, graph) = scan_and_build(&s, g.quiet).await?;
+            (vec![group_site(group)], split(&graph, true).0)
+        }
+        None => {
+            let (_, graph) = scan_and_build(&s, g.quiet).await?;
+            let (needed, unneeded) = split(&graph, args.all);
+            (needed, if args.prune { unneeded } else { Vec::new() })
+        }
+    };
     let outcomes = hooks::sync(
         &s.gitlab,
         &target,
@@ -131,11 +141,26 @@ struct HookHealth {
     detail: String,
 }
 
-/// Each needed project's hook, judged.
+/// A group's hook: every branch (the server ignores pushes to branches
+/// other than a project's default).
+fn group_site(group: &str) -> HookSite {
+    HookSite {
+        owner: HookOwner::Group(group.to_string()),
+        path: group.to_string(),
+        branch_filter: String::new(),
+    }
+}
+
+/// Each needed project's hook (or the group's), judged.
 async fn judge_all(g: &GlobalOptions, args: &HooksStatusArgs) -> anyhow::Result<Vec<HookHealth>> {
     let s = settings(g)?;
-    let (_, graph) = scan_and_build(&s, g.quiet).await?;
-    let (needed, _) = split(&graph, args.all);
+    let needed = match &args.group {
+        Some(group) => vec![group_site(group)],
+        None => {
+            let (_, graph) = scan_and_build(&s, g.quiet).await?;
+            split(&graph, args.all).0
+        }
+    };
     let gitlab = &s.gitlab;
     let url = args.webhook_url.as_str();
     let mut report: Vec<HookHealth> = futures_util::stream::iter(needed.iter())
@@ -203,7 +228,7 @@ pub async fn status(g: &GlobalOptions, args: HooksStatusArgs) -> anyhow::Result<
 async fn health(
     gitlab: &gitlab_docker_autodep::gitlab::GitLab,
     url: &str,
-    p: &HookProject,
+    p: &HookSite,
 ) -> HookHealth {
     let judged = |hook_id, state, detail: String| HookHealth {
         project: p.path.clone(),
@@ -211,11 +236,11 @@ async fn health(
         state,
         detail,
     };
-    let list = match gitlab.project_hooks(p.id).await {
+    let list = match gitlab.hooks(&p.owner).await {
         Ok(list) => list,
         Err(e) => return judged(None, "unknown", e.to_string()),
     };
-    let (needed, duplicates) = hooks::plan_project(&list, url, &p.default_branch, false);
+    let (needed, duplicates) = hooks::plan_project(&list, url, &p.branch_filter, false);
     let hook_id = match &needed {
         hooks::Needed::Create => {
             return judged(None, "missing", "no hook points at the server".into())

@@ -62,9 +62,27 @@ pub struct RegistryRepository {
     pub location: String,
 }
 
+/// Whose webhooks: a project's, or a group's (Premium; they hear every
+/// project of the group and its subgroups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookOwner {
+    Project(u64),
+    /// By full path.
+    Group(String),
+}
+
+impl HookOwner {
+    fn hooks_path(&self) -> String {
+        match self {
+            HookOwner::Project(id) => format!("/projects/{id}/hooks"),
+            HookOwner::Group(path) => format!("/groups/{}/hooks", super::encode_segment(path)),
+        }
+    }
+}
+
 impl GitLab {
-    pub async fn project_hooks(&self, project_id: u64) -> Result<Vec<Hook>, GitLabError> {
-        let path = format!("/projects/{project_id}/hooks");
+    pub async fn hooks(&self, owner: &HookOwner) -> Result<Vec<Hook>, GitLabError> {
+        let path = owner.hooks_path();
         let query = [("per_page", "100".to_string())];
         let (_, hooks) = self.get_json::<Vec<Hook>>(&path, &query).await?;
         Ok(hooks
@@ -77,15 +95,16 @@ impl GitLab {
     }
 
     /// Creates (`hook_id` none) or updates a hook with these fields.
-    pub async fn save_project_hook(
+    pub async fn save_hook(
         &self,
-        project_id: u64,
+        owner: &HookOwner,
         hook_id: Option<u64>,
         fields: &serde_json::Value,
     ) -> Result<Hook, GitLabError> {
+        let base = owner.hooks_path();
         let (method, path) = match hook_id {
-            None => (Method::POST, format!("/projects/{project_id}/hooks")),
-            Some(id) => (Method::PUT, format!("/projects/{project_id}/hooks/{id}")),
+            None => (Method::POST, base),
+            Some(id) => (Method::PUT, format!("{base}/{id}")),
         };
         let (_, text) = self
             .send(
@@ -102,12 +121,8 @@ impl GitLab {
         })
     }
 
-    pub async fn delete_project_hook(
-        &self,
-        project_id: u64,
-        hook_id: u64,
-    ) -> Result<(), GitLabError> {
-        let path = format!("/projects/{project_id}/hooks/{hook_id}");
+    pub async fn delete_hook(&self, owner: &HookOwner, hook_id: u64) -> Result<(), GitLabError> {
+        let path = format!("{}/{hook_id}", owner.hooks_path());
         match self.send(Method::DELETE, &path, &[], None, 64 * 1024).await {
             Ok(_) | Err(GitLabError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),

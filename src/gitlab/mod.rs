@@ -20,7 +20,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
-pub use admin::{Hook, RegistryRepository, TokenInfo};
+pub use admin::{Hook, HookOwner, RegistryRepository, TokenInfo};
 use error::error_message;
 pub use error::GitLabError;
 pub use wire::{FileContent, Pipeline, Project};

@@ -198,9 +198,12 @@ pub fn explain(
             Some(p) if p.trigger_state == "queued" => {
                 "ready; waits for a free slot (--max-running)".into()
             }
-            Some(p) => match p.pipeline_id {
-                Some(id) => format!("pipeline #{id} running"),
-                None => format!("trigger {}", p.trigger_state),
+            Some(p) => match (p.pipeline_id, &p.last_hook_at) {
+                (Some(id), None) => format!(
+                    "pipeline #{id} created; no hook heard from it yet (polled every --reconcile-interval)"
+                ),
+                (Some(id), Some(_)) => format!("pipeline #{id} running"),
+                (None, _) => format!("trigger {}", p.trigger_state),
             },
             None => "running".into(),
         },

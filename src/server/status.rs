@@ -126,6 +126,32 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let stats = app.gitlab.stats();
     let mut text = app.metrics.render();
+    // Pipelines of running cascades from which no hook has come: a silent,
+    // paused or disabled webhook shows here before anyone misses a build.
+    let store = app.store.clone();
+    if let Ok(Ok((waiting, oldest))) = tokio::task::spawn_blocking(move || store.hook_waits()).await
+    {
+        let age = oldest
+            .and_then(|t| {
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|t| {
+                (time::OffsetDateTime::now_utc() - t)
+                    .as_seconds_f64()
+                    .max(0.0)
+            })
+            .unwrap_or(0.0);
+        let _ = write!(
+            text,
+            "# HELP autodep_pipelines_without_hook Pipelines the server created for a running cascade from which no webhook has come yet.
+             # TYPE autodep_pipelines_without_hook gauge
+autodep_pipelines_without_hook {waiting}
+             # HELP autodep_pipeline_hook_wait_seconds How long the oldest of them has waited.
+             # TYPE autodep_pipeline_hook_wait_seconds gauge
+autodep_pipeline_hook_wait_seconds {age:.0}
+"
+        );
+    }
     // The client's own counters, whatever recorder is installed.
     let _ = write!(
         text,
@@ -261,6 +287,11 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
             .into_response();
     };
     let now = time::OffsetDateTime::now_utc();
+    let store = app.store.clone();
+    let hook_waits = tokio::task::spawn_blocking(move || store.hook_waits())
+        .await
+        .ok()
+        .and_then(Result::ok);
     let mut html = super::html::page_start("gitlab-docker-autodep");
     let _ = write!(
         html,
@@ -271,6 +302,15 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         super::html::ago(&view.built_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(), now),
         super::html::ago_words(app.started.elapsed().as_secs() as i64).replace(" ago", ""),
     );
+    if let Some((n @ 1.., Some(oldest))) = &hook_waits {
+        let _ = write!(
+            html,
+            "<p class=\"failed\">{n} pipeline(s) of running cascades have sent no webhook yet, the oldest created {}: \
+             if this grows, check the hooks (<code>hooks status</code>): GitLab pauses a hook after failed deliveries \
+             and drops its events. They are polled every --reconcile-interval meanwhile.</p>",
+            super::html::ago(oldest, now)
+        );
+    }
     html.push_str("<h2>Dependency graph</h2><div style=\"overflow:auto\">");
     html.push_str(&svg);
     html.push_str("</div>");

@@ -218,10 +218,7 @@ fn members_table(html: &mut String, rows: &[Row], now: time::OffsetDateTime) {
     html.push_str("<h2>Members</h2><table><tr><th>level</th><th>project</th><th>state</th><th>why</th><th>pipeline</th><th>since</th></tr>");
     for r in rows.iter().take(TABLE_LIMIT) {
         let pipeline = r.pipeline.map(pipeline_link).unwrap_or_default();
-        let since = r
-            .pipeline
-            .map(|p| ago(&p.updated_at, now))
-            .unwrap_or_default();
+        let since = r.pipeline.map(|p| since(p, now)).unwrap_or_default();
         let _ = write!(
             html,
             "<tr><td>{}</td><td><a href=\"/projects/{}\">{}</a></td><td><span style=\"color:{}\">■</span> {}</td><td>{}</td><td>{pipeline}</td><td>{since}</td></tr>",
@@ -240,6 +237,16 @@ fn members_table(html: &mut String, rows: &[Row], now: time::OffsetDateTime) {
             "<p>and {} more members: find a project to see it.</p>",
             rows.len() - TABLE_LIMIT
         );
+    }
+}
+
+/// Since when a member's pipeline stands as it does: its last hook, else
+/// its creation (waiting on a hook), else the trigger's last change.
+fn since(p: &MemberPipeline, now: time::OffsetDateTime) -> String {
+    match (&p.last_hook_at, &p.fired_at) {
+        (Some(at), _) => format!("last hook {}", ago(at, now)),
+        (None, Some(at)) => format!("<b>no hook since</b> {}", ago(at, now)),
+        (None, None) => ago(&p.updated_at, now),
     }
 }
 

@@ -31,6 +31,11 @@ pub struct MemberPipeline {
     pub pipeline_id: Option<u64>,
     pub web_url: Option<String>,
     pub updated_at: String,
+    /// When its pipeline was created.
+    pub fired_at: Option<String>,
+    /// The last hook heard from its pipeline; none while it is created and
+    /// no hook has come (a silent or paused hook shows here).
+    pub last_hook_at: Option<String>,
 }
 
 /// The operations one cascade step needs, inside one transaction.
@@ -275,7 +280,9 @@ impl Store {
     ) -> Result<std::collections::BTreeMap<u64, MemberPipeline>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT t.project_id, t.state, t.pipeline_id, t.web_url, t.updated_at
+            "SELECT t.project_id, t.state, t.pipeline_id, t.web_url, t.updated_at, t.fired_at,
+                    (SELECT MAX(e.received_at) FROM events e
+                     WHERE e.project_id = t.project_id AND e.pipeline_id = t.pipeline_id)
              FROM triggers t JOIN attachments a ON a.trigger_id = t.id
              WHERE a.cascade_id = ?1 ORDER BY t.id",
         )?;
@@ -287,6 +294,8 @@ impl Store {
                     pipeline_id: r.get::<_, Option<i64>>(2)?.map(|p| p as u64),
                     web_url: r.get(3)?,
                     updated_at: r.get(4)?,
+                    fired_at: r.get(5)?,
+                    last_hook_at: r.get(6)?,
                 },
             ))
         })?;
@@ -324,6 +333,21 @@ impl Store {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Pipelines we created for a running cascade from which no hook has
+    /// come at all: how many, and when the oldest was created.
+    pub fn hook_waits(&self) -> Result<(u64, Option<String>), StoreError> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*), MIN(t.fired_at) FROM triggers t
+             WHERE t.state = 'done' AND t.pipeline_id IS NOT NULL
+               AND EXISTS (SELECT 1 FROM attachments a JOIN cascades c ON c.id = a.cascade_id
+                           WHERE a.trigger_id = t.id AND c.state = 'running')
+               AND NOT EXISTS (SELECT 1 FROM events e
+                               WHERE e.project_id = t.project_id AND e.pipeline_id = t.pipeline_id)",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )?)
     }
 
     /// Looked at now: the next look is an interval away.

@@ -127,7 +127,8 @@ fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
 
 /// The layout this version writes, kept in SQLite's `user_version`.
 /// 1: events, triggers, projects (the first server); 2: retries, cascades,
-/// attachments, markers; 3: `projects.fetched_at`, `triggers_event`.
+/// attachments, markers; 3: `projects.fetched_at`, `triggers_event`,
+/// `triggers.fired_at`.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// Brings a database written by an earlier version up to date: columns
@@ -145,6 +146,7 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         ("triggers", "posted", "INTEGER NOT NULL DEFAULT 0"),
         ("triggers", "depth", "INTEGER NOT NULL DEFAULT 0"),
         ("projects", "fetched_at", "INTEGER NOT NULL DEFAULT 0"),
+        ("triggers", "fired_at", "TEXT"),
     ] {
         let exists = conn
             .prepare(&format!(

@@ -295,7 +295,7 @@ impl Store {
 
     pub fn trigger_done(&self, id: i64, pipeline_id: u64, web_url: &str) -> Result<(), StoreError> {
         self.lock().execute(
-            "UPDATE triggers SET state = 'done', pipeline_id = ?2, web_url = ?3, error = NULL, attempts = attempts + 1, updated_at = ?4 WHERE id = ?1",
+            "UPDATE triggers SET state = 'done', pipeline_id = ?2, web_url = ?3, error = NULL, attempts = attempts + 1, updated_at = ?4, fired_at = ?4 WHERE id = ?1",
             params![id, pipeline_id as i64, web_url, now_text()],
         )?;
         Ok(())

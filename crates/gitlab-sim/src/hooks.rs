@@ -154,11 +154,14 @@ async fn deliver_to_all(
             .iter()
             .map(|h| (None, h.clone(), None))
             .collect();
-        let project_id = world.project_by_path(project).map(|p| p.id);
+        let (project_id, namespace) = world
+            .project_by_path(project)
+            .map(|p| (p.id, p.namespace_path().to_string()))
+            .unwrap_or_default();
         for h in world
             .project_hooks
             .values()
-            .filter(|h| Some(h.project_id) == project_id)
+            .filter(|h| h.covers(project_id, &namespace))
         {
             let dropped = match h.wants(event, branch.as_deref(), now) {
                 Delivery::NotSubscribed => continue,

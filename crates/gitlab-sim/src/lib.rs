@@ -315,7 +315,7 @@ impl Simulator {
         world
             .project_hooks
             .values()
-            .filter(|h| h.project_id == id)
+            .filter(|h| h.group.is_none() && h.project_id == id)
             .map(project_hooks::ProjectHook::to_json)
             .collect()
     }
@@ -337,6 +337,18 @@ impl Simulator {
             h.alert_status = status;
             h.disabled_until = until;
         }
+    }
+
+    /// The group hooks of a group (full path) as the API shows them.
+    pub fn group_hooks(&self, group: &str) -> Vec<serde_json::Value> {
+        let world = self.shared.world.lock().expect("world lock");
+        let group = group.to_lowercase();
+        world
+            .project_hooks
+            .values()
+            .filter(|h| h.group.as_deref() == Some(group.as_str()))
+            .map(project_hooks::ProjectHook::to_json)
+            .collect()
     }
 
     /// Days until the tokens expire (`/personal_access_tokens/self`).

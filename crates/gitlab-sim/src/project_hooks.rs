@@ -1,4 +1,4 @@
-//! Project webhooks as GitLab keeps them: the hooks API (list, get, create,
+//! Project and group webhooks as GitLab keeps them: the hooks API (list, get, create,
 //! update, delete; Maintainer and an `api` token needed), which events each
 //! hook receives (push events limited by `push_events_branch_filter`), and
 //! GitLab 17.11+'s auto-disabling: four failures in a row pause a hook
@@ -59,7 +59,11 @@ pub enum AlertStatus {
 #[derive(Debug, Clone)]
 pub struct ProjectHook {
     pub id: u64,
+    /// 0 for a group hook.
     pub project_id: u64,
+    /// A group hook: the group's full path, lower case. It receives the
+    /// events of every project in the group and its subgroups.
+    pub group: Option<String>,
     pub url: String,
     /// Write-only: never shown by the API.
     pub token: Option<String>,
@@ -81,6 +85,7 @@ impl ProjectHook {
         ProjectHook {
             id,
             project_id,
+            group: None,
             url,
             token: None,
             events,
@@ -101,7 +106,6 @@ impl ProjectHook {
             "name": "",
             "description": "",
             "created_at": iso(self.created_at),
-            "project_id": self.project_id,
             "push_events_branch_filter": self.push_events_branch_filter,
             "branch_filter_strategy": "wildcard",
             "enable_ssl_verification": self.enable_ssl_verification,
@@ -114,7 +118,25 @@ impl ProjectHook {
         for (flag, on) in &self.events {
             v[*flag] = json!(on);
         }
+        match &self.group {
+            Some(_) => {
+                v["group_id"] = json!(self.project_id);
+                v["subgroup_events"] = json!(false);
+            }
+            None => v["project_id"] = json!(self.project_id),
+        }
         v
+    }
+
+    /// Whether this hook hears the events of a project in this namespace.
+    pub fn covers(&self, project_id: u64, namespace: &str) -> bool {
+        match &self.group {
+            None => self.project_id == project_id,
+            Some(g) => {
+                let ns = namespace.to_lowercase();
+                ns == *g || ns.starts_with(&format!("{g}/"))
+            }
+        }
     }
 
     /// Whether this hook receives this event of this branch now.
@@ -203,6 +225,14 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/api/v4/projects/{id}/hooks/{hook}",
             get(show).put(update).delete(remove),
         )
+        .route(
+            "/api/v4/groups/{id}/hooks",
+            get(group_list).post(group_create),
+        )
+        .route(
+            "/api/v4/groups/{id}/hooks/{hook}",
+            get(group_show).put(group_update).delete(group_remove),
+        )
         .route("/api/v4/version", get(version))
         .route("/api/v4/personal_access_tokens/self", get(token_self))
 }
@@ -232,25 +262,106 @@ fn maintainer(
     Ok(project.id)
 }
 
+/// Whose hooks a route is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    Project(u64),
+    /// A group by full path, lower case.
+    Group(String),
+}
+
+impl Owner {
+    fn owns(&self, hook: &ProjectHook) -> bool {
+        match self {
+            Owner::Project(id) => hook.group.is_none() && hook.project_id == *id,
+            Owner::Group(path) => hook.group.as_deref() == Some(path.as_str()),
+        }
+    }
+}
+
+/// A group the caller can manage (an `api` token for writes): by full path
+/// or namespace id, as long as some project lives in it.
+fn group_owner(
+    shared: &Shared,
+    headers: &HeaderMap,
+    raw: &Option<String>,
+    id: &str,
+    write: bool,
+) -> Result<Owner, Response> {
+    let world = shared.world.lock().expect("world lock");
+    let caller = identify(&world, headers, &query_pairs(raw), false)?;
+    if !caller.authenticated() {
+        return Err(unauthorized());
+    }
+    if write {
+        require_write(caller)?;
+    }
+    let wanted = id.to_lowercase();
+    let found = world.projects.values().find_map(|p| {
+        let ns = p.namespace_path().to_lowercase();
+        if ns == wanted || p.namespace_id.to_string() == wanted {
+            Some(ns)
+        } else if ns.starts_with(&format!("{wanted}/")) {
+            Some(wanted.clone())
+        } else {
+            None
+        }
+    });
+    match found {
+        Some(path) => Ok(Owner::Group(path)),
+        None => Err(message(StatusCode::NOT_FOUND, "404 Group Not Found")),
+    }
+}
+
+fn project_owner(
+    shared: &Shared,
+    headers: &HeaderMap,
+    raw: &Option<String>,
+    id: &str,
+    write: bool,
+) -> Result<Owner, Response> {
+    maintainer(shared, headers, raw, id, write).map(Owner::Project)
+}
+
+fn list_of(shared: &Shared, owner: Owner) -> ApiResult {
+    let world = shared.world.lock().expect("world lock");
+    let hooks: Vec<Value> = world
+        .project_hooks
+        .values()
+        .filter(|h| owner.owns(h))
+        .map(ProjectHook::to_json)
+        .collect();
+    Ok(Json(hooks).into_response())
+}
+
 async fn list(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    let project_id = maintainer(&shared, &headers, &raw, &id, false)?;
-    let world = shared.world.lock().expect("world lock");
-    let hooks: Vec<Value> = world
-        .project_hooks
-        .values()
-        .filter(|h| h.project_id == project_id)
-        .map(ProjectHook::to_json)
-        .collect();
-    Ok(Json(hooks).into_response())
+    list_of(&shared, project_owner(&shared, &headers, &raw, &id, false)?)
+}
+
+async fn group_list(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    list_of(&shared, group_owner(&shared, &headers, &raw, &id, false)?)
 }
 
 fn hook_not_found() -> Response {
     message(StatusCode::NOT_FOUND, "404 Not found")
+}
+
+fn show_of(shared: &Shared, owner: Owner, hook: u64) -> ApiResult {
+    let world = shared.world.lock().expect("world lock");
+    match world.project_hooks.get(&hook) {
+        Some(h) if owner.owns(h) => Ok(Json(h.to_json()).into_response()),
+        _ => Err(hook_not_found()),
+    }
 }
 
 async fn show(
@@ -259,12 +370,24 @@ async fn show(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    let project_id = maintainer(&shared, &headers, &raw, &id, false)?;
-    let world = shared.world.lock().expect("world lock");
-    match world.project_hooks.get(&hook) {
-        Some(h) if h.project_id == project_id => Ok(Json(h.to_json()).into_response()),
-        _ => Err(hook_not_found()),
-    }
+    show_of(
+        &shared,
+        project_owner(&shared, &headers, &raw, &id, false)?,
+        hook,
+    )
+}
+
+async fn group_show(
+    State(shared): State<Arc<Shared>>,
+    Path((id, hook)): Path<(String, u64)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    show_of(
+        &shared,
+        group_owner(&shared, &headers, &raw, &id, false)?,
+        hook,
+    )
 }
 
 /// Applies the fields of a create or update body, GitLab's validation
@@ -316,15 +439,8 @@ fn json_body(body: &Bytes) -> Result<Value, Response> {
     })
 }
 
-async fn create(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    let project_id = maintainer(&shared, &headers, &raw, &id, true)?;
-    let body = json_body(&body)?;
+fn create_for(shared: &Shared, owner: Owner, body: &Bytes) -> ApiResult {
+    let body = json_body(body)?;
     if body.get("url").is_none() {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -333,11 +449,46 @@ async fn create(
     }
     let mut world = shared.world.lock().expect("world lock");
     world.next_hook_id += 1;
-    let mut hook = ProjectHook::new(world.next_hook_id, project_id, String::new());
+    let mut hook = match &owner {
+        Owner::Project(id) => ProjectHook::new(world.next_hook_id, *id, String::new()),
+        Owner::Group(path) => {
+            let mut h = ProjectHook::new(world.next_hook_id, 0, String::new());
+            h.group = Some(path.clone());
+            h
+        }
+    };
     apply(&mut hook, &body)?;
     let json = hook.to_json();
     world.project_hooks.insert(hook.id, hook);
     Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+async fn create(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    create_for(
+        &shared,
+        project_owner(&shared, &headers, &raw, &id, true)?,
+        &body,
+    )
+}
+
+async fn group_create(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    create_for(
+        &shared,
+        group_owner(&shared, &headers, &raw, &id, true)?,
+        &body,
+    )
 }
 
 async fn update(
@@ -347,13 +498,28 @@ async fn update(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> ApiResult {
-    let project_id = maintainer(&shared, &headers, &raw, &id, true)?;
-    let body = json_body(&body)?;
+    let owner = project_owner(&shared, &headers, &raw, &id, true)?;
+    update_for(&shared, owner, hook_id, &body)
+}
+
+async fn group_update(
+    State(shared): State<Arc<Shared>>,
+    Path((id, hook_id)): Path<(String, u64)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    let owner = group_owner(&shared, &headers, &raw, &id, true)?;
+    update_for(&shared, owner, hook_id, &body)
+}
+
+fn update_for(shared: &Shared, owner: Owner, hook_id: u64, body: &Bytes) -> ApiResult {
+    let body = json_body(body)?;
     let mut world = shared.world.lock().expect("world lock");
     let Some(hook) = world
         .project_hooks
         .get_mut(&hook_id)
-        .filter(|h| h.project_id == project_id)
+        .filter(|h| owner.owns(h))
     else {
         return Err(hook_not_found());
     };
@@ -369,10 +535,30 @@ async fn remove(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    let project_id = maintainer(&shared, &headers, &raw, &id, true)?;
+    remove_of(
+        &shared,
+        project_owner(&shared, &headers, &raw, &id, true)?,
+        hook_id,
+    )
+}
+
+async fn group_remove(
+    State(shared): State<Arc<Shared>>,
+    Path((id, hook_id)): Path<(String, u64)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    remove_of(
+        &shared,
+        group_owner(&shared, &headers, &raw, &id, true)?,
+        hook_id,
+    )
+}
+
+fn remove_of(shared: &Shared, owner: Owner, hook_id: u64) -> ApiResult {
     let mut world = shared.world.lock().expect("world lock");
     match world.project_hooks.get(&hook_id) {
-        Some(h) if h.project_id == project_id => {
+        Some(h) if owner.owns(h) => {
             world.project_hooks.remove(&hook_id);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
