@@ -179,9 +179,9 @@ async fn deliver_to_all(
     if hooks.is_empty() {
         return;
     }
-    // One Idempotency-Key per event, shared by its deliveries; the
+    // One Idempotency-Key per hook execution (a group hook and a project
+    // hook deliver the same event with two; a resend reuses its own); the
     // recursion-detection UUID is propagated from the request that caused it.
-    let idempotency_key = uuid::Uuid::new_v4().to_string();
     let event_uuid = event_uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     for (hook_id, hook, dropped) in hooks {
         let delivery = HookDelivery {
@@ -190,7 +190,7 @@ async fn deliver_to_all(
             project: project.to_string(),
             pipeline_id,
             status_sent: status_sent.clone(),
-            idempotency_key: idempotency_key.clone(),
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
             event_uuid: event_uuid.clone(),
             webhook_uuid: String::new(),
             response_status: None,
