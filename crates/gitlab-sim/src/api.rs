@@ -113,6 +113,21 @@ fn truthy(v: Option<&str>) -> Option<bool> {
     v.map(|v| matches!(v, "true" | "1" | "yes"))
 }
 
+/// GitLab's project search: every term in the project's path (with
+/// `search_namespaces`, in its full path).
+pub(crate) fn matches_search(full_path: &str, terms: &[String], namespaces: bool) -> bool {
+    let haystack = if namespaces {
+        full_path.to_lowercase()
+    } else {
+        full_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(full_path)
+            .to_lowercase()
+    };
+    terms.iter().all(|term| haystack.contains(term.as_str()))
+}
+
 async fn list_projects(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -143,14 +158,7 @@ async fn list_projects(
         .filter(|p| after.is_none_or(|t| p.last_activity_at > t))
         .filter(|p| id_after.is_none_or(|id| p.id > id))
         .filter(|p| id_before.is_none_or(|id| p.id < id))
-        .filter(|p| {
-            let haystack = if search_namespaces {
-                p.path_with_namespace.to_lowercase()
-            } else {
-                p.path().to_lowercase()
-            };
-            search.iter().all(|term| haystack.contains(term.as_str()))
-        })
+        .filter(|p| matches_search(&p.path_with_namespace, &search, search_namespaces))
         .collect();
     let order_by = param(&query, "order_by").unwrap_or("created_at");
     let descending = param(&query, "sort") != Some("asc");

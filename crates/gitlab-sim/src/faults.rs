@@ -22,6 +22,9 @@ pub fn endpoint_of(method: &str, path: &str) -> &'static str {
     if path.starts_with("/-/sim") {
         return "control";
     }
+    if path == "/api/graphql" {
+        return "graphql";
+    }
     let segments: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segments.as_slice()) {
         (_, ["projects"]) => "projects",

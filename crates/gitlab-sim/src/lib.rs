@@ -16,6 +16,7 @@ mod auth;
 mod control;
 pub mod entities;
 pub mod faults;
+mod graphql;
 mod hooks;
 mod paging;
 pub mod project_hooks;
@@ -194,6 +195,7 @@ impl SimBuilder {
         let app = Router::new()
             .merge(api::routes())
             .merge(project_hooks::routes())
+            .merge(graphql::routes())
             .merge(control::routes())
             .fallback(api::not_found)
             .layer(axum::middleware::from_fn_with_state(
