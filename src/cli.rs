@@ -63,6 +63,25 @@ pub struct GlobalOptions {
     #[arg(long = "match", global = true, value_name = "KEYWORD")]
     pub match_keyword: Option<String>,
 
+    /// Which API scans read through: GraphQL lists a page of 100 projects
+    /// and reads their Dockerfiles in one request; REST costs one request
+    /// per project and file. `auto` uses GraphQL, and REST where GraphQL is
+    /// missing, disabled or refuses the query.
+    #[arg(long, global = true, value_enum, default_value_t = ApiChoice::Auto)]
+    pub api: ApiChoice,
+
+    /// A Dockerfile path read in every project, relative to the repository
+    /// root; repeat for more (`--dockerfile Dockerfile --dockerfile
+    /// docker/Dockerfile.alpine`). A project depends on the images of all
+    /// of them.
+    #[arg(
+        long = "dockerfile",
+        global = true,
+        value_name = "PATH",
+        default_value = "Dockerfile"
+    )]
+    pub dockerfiles: Vec<String>,
+
     /// PEM file with an extra CA certificate, for a GitLab behind a private CA.
     #[arg(long, global = true, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
@@ -120,6 +139,14 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiChoice {
+    Auto,
+    #[value(name = "graphql")]
+    GraphQl,
+    Rest,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -29,9 +29,23 @@ pub struct ProjectNode {
 pub struct Dependency {
     pub image: String,
     pub via: String,
+    /// The Dockerfile that says so, relative to the repository root.
+    pub file: String,
     pub line: usize,
     /// Pinned by digest: shown, never triggered.
     pub pinned: bool,
+}
+
+impl Dependency {
+    /// `line 3`, or `docker/Dockerfile.alpine line 3` for a file other
+    /// than the root `Dockerfile`.
+    pub fn place(&self) -> String {
+        if self.file == crate::scan::DOCKERFILE_PATH {
+            format!("line {}", self.line)
+        } else {
+            format!("{} line {}", self.file, self.line)
+        }
+    }
 }
 
 /// Something about a project's references worth telling the operator.
@@ -177,6 +191,7 @@ impl DependencyGraph {
             let dep = Dependency {
                 image: image.reference.clone(),
                 via: image.via.clone(),
+                file: image.file.clone(),
                 line: image.line,
                 pinned: false,
             };
@@ -464,8 +479,12 @@ impl DependencyGraph {
                 .map(|(u, d)| {
                     let pinned = if d.pinned { ", pinned" } else { "" };
                     format!(
-                        "{} <- {} ({} {}, line {}{pinned})",
-                        node.path, self.graph[u].path, d.via, d.image, d.line
+                        "{} <- {} ({} {}, {}{pinned})",
+                        node.path,
+                        self.graph[u].path,
+                        d.via,
+                        d.image,
+                        d.place()
                     )
                 })
                 .collect();
@@ -499,6 +518,7 @@ impl DependencyGraph {
                     "downstream": self.graph[e.target()].path,
                     "image": e.weight().image,
                     "via": e.weight().via,
+                    "file": e.weight().file,
                     "line": e.weight().line,
                     "pinned": e.weight().pinned,
                 })

@@ -342,7 +342,8 @@ async fn a_push_patch_is_not_undone_by_a_rescan_that_read_the_project_before_it(
         image_project("g/app", &["g/base"]),
     ])
     .await;
-    let (state, server) = serve(&sim, &["--refresh-interval", "3s"]).await;
+    // Over REST, where the held answer is the read of that one file.
+    let (state, server) = serve(&sim, &["--refresh-interval", "3s", "--api", "rest"]).await;
     let app = project_id(&sim, "g/app").await;
     // The next rescan's read of g/app's Dockerfile is answered 3 s late:
     // it carries what was committed before the push below.

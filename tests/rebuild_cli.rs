@@ -165,7 +165,7 @@ async fn archived_missing_empty_and_pinned_are_skipped_and_said_why() {
         image_project("g/app", &["g/base"]),
     ])
     .await;
-    let out = autodep(&sim, &["-v", "rebuild", "g/base"]).await;
+    let out = autodep(&sim, &["-v", "--api", "rest", "rebuild", "g/base"]).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(lines(&out), ["g/app"]);
     assert_eq!(triggered(&sim), ["g/app"]);
@@ -184,6 +184,26 @@ async fn archived_missing_empty_and_pinned_are_skipped_and_said_why() {
         .filter(|r| r.endpoint == "file_raw")
         .count();
     assert_eq!(files, 4, "archived and empty projects are not read");
+
+    // Over GraphQL: the same reasons, from one request and no file reads.
+    sim.clear_requests();
+    let out = autodep(&sim, &["-v", "--api", "graphql", "deps", "g/base"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(lines(&out)[..2], ["g/base", "└── g/app"]);
+    let err = stderr(&out);
+    for expected in [
+        "g/old: archived",
+        "g/nodocker: no Dockerfile on main",
+        "g/empty: empty repository",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    let endpoints: Vec<&str> = sim.requests().iter().map(|r| r.endpoint).collect();
+    assert_eq!(
+        endpoints,
+        ["graphql"],
+        "one request lists and reads everything"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -491,7 +511,11 @@ async fn base_app_and_unreadable(third: &str, status: u16) -> gitlab_sim::Simula
 #[tokio::test(flavor = "multi_thread")]
 async fn a_project_that_cannot_be_read_is_reported_and_the_rest_goes_on() {
     let sim = base_app_and_unreadable("g/broken", 500).await;
-    let out = autodep(&sim, &["--max-retries", "2", "rebuild", "g/base"]).await;
+    let out = autodep(
+        &sim,
+        &["--api", "rest", "--max-retries", "2", "rebuild", "g/base"],
+    )
+    .await;
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert_eq!(
         lines(&out),
@@ -536,7 +560,7 @@ async fn a_target_nothing_uses_is_a_usage_error_with_the_closest_names() {
 async fn a_project_the_token_may_not_read_is_skipped_without_failing_the_run() {
     // A Guest member sees the project but gets 403 on its files.
     let sim = base_app_and_unreadable("g/guest-only", 403).await;
-    let out = autodep(&sim, &["rebuild", "g/base"]).await;
+    let out = autodep(&sim, &["--api", "rest", "rebuild", "g/base"]).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(lines(&out), ["g/app"]);
     let err = stderr(&out);

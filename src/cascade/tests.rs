@@ -23,6 +23,7 @@ fn graph(n: usize, edges: &[(usize, usize)]) -> DependencyGraph {
                     via: "FROM".into(),
                     line: line + 1,
                     unresolved: false,
+                    file: "Dockerfile".into(),
                 })
                 .collect();
             ScannedProject {

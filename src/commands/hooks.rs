@@ -18,12 +18,11 @@ fn split(graph: &DependencyGraph, all: bool) -> (Vec<HookSite>, Vec<HookSite>) {
     let (mut needed, mut unneeded) = (Vec::new(), Vec::new());
     for n in graph.nodes() {
         let node = graph.node(n);
-        let Some(branch) = node.default_branch.clone() else {
-            continue;
-        };
-        if node.archived {
+        // Archived projects build nothing; an empty one has no branch yet.
+        if node.archived || node.dockerfile == "empty_repo" {
             continue;
         }
+        let branch = node.default_branch.clone().unwrap_or_default();
         let p = HookSite {
             owner: HookOwner::Project(node.id),
             path: node.path.clone(),

@@ -16,9 +16,9 @@ use gitlab_docker_autodep::graph::DependencyGraph;
 use gitlab_docker_autodep::image::Registry;
 use gitlab_docker_autodep::printable::one_line;
 use gitlab_docker_autodep::rebuild::{self, RebuildOptions, RebuildReport};
-use gitlab_docker_autodep::scan::{self, DockerfileState, Progress, Scan};
+use gitlab_docker_autodep::scan::{self, Api, DockerfileState, Progress, Scan, ScanOptions};
 
-use crate::cli::{Cli, Command, GlobalOptions, GraphFormat, HooksCommand, RebuildArgs};
+use crate::cli::{ApiChoice, Cli, Command, GlobalOptions, GraphFormat, HooksCommand, RebuildArgs};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_PIPELINE_FAILED: u8 = 1;
@@ -54,6 +54,7 @@ pub struct Settings {
     pub gitlab: GitLab,
     pub registry: Registry,
     pub match_keyword: Option<String>,
+    pub scan: ScanOptions,
 }
 
 pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
@@ -131,11 +132,39 @@ pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
             })?);
     }
     let gitlab = GitLab::new(config).map_err(|e| UsageError(e.to_string()))?;
+    let scan = scan_options(g, &registry)?;
     Ok(Settings {
         gitlab,
         registry,
         match_keyword: g.match_keyword.clone(),
+        scan,
     })
+}
+
+/// How scans read, from the global options.
+fn scan_options(g: &GlobalOptions, registry: &Registry) -> anyhow::Result<ScanOptions> {
+    let mut dockerfiles: Vec<String> = Vec::new();
+    for path in &g.dockerfiles {
+        let clean = path.trim().trim_start_matches("./").trim_start_matches('/');
+        if clean.is_empty() || clean.split('/').any(|part| part == ".." || part.is_empty()) {
+            bail!(UsageError(format!(
+                "--dockerfile {path:?} is not a path inside a repository: write it relative to the root, e.g. docker/Dockerfile"
+            )));
+        }
+        if !dockerfiles.iter().any(|d| d == clean) {
+            dockerfiles.push(clean.to_string());
+        }
+    }
+    let mut opts = ScanOptions::new(registry.primary());
+    opts.search = g.match_keyword.clone();
+    opts.dockerfiles = dockerfiles;
+    opts.max_file_bytes = g.max_dockerfile_size;
+    opts.api = match g.api {
+        ApiChoice::Auto => Api::Auto,
+        ApiChoice::GraphQl => Api::GraphQl,
+        ApiChoice::Rest => Api::Rest,
+    };
+    Ok(opts)
 }
 
 struct Bar(indicatif::ProgressBar);
@@ -164,14 +193,9 @@ pub async fn scan_and_build(s: &Settings, quiet: bool) -> anyhow::Result<(Scan, 
     } else {
         Arc::new(scan::NoProgress)
     };
-    let scan = scan::scan(
-        &s.gitlab,
-        s.match_keyword.as_deref(),
-        s.registry.primary(),
-        progress,
-    )
-    .await
-    .context("scan failed")?;
+    let scan = scan::scan(&s.gitlab, &s.scan, progress)
+        .await
+        .context("scan failed")?;
     for p in &scan.projects {
         let path = &p.project.path;
         let branch = p.project.default_branch.as_deref().unwrap_or("HEAD");

@@ -57,6 +57,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         retry_delay: args.trigger_retry_delay,
         max_event_attempts: args.max_event_attempts,
         match_keyword: s.match_keyword.clone(),
+        scan: s.scan.clone(),
         max_connections: args.max_connections as usize,
         max_concurrent_requests: args.max_concurrent_requests as usize,
         header_read_timeout: args.header_read_timeout,

@@ -29,6 +29,8 @@ pub enum GitLabError {
     Decode { path: String, detail: String },
     #[error("no answer to {path} after the request was sent ({detail}); it may have taken effect")]
     NoAnswer { path: String, detail: String },
+    #[error("GitLab's GraphQL API refused the scan's query: {message}. Use --api rest to scan over REST")]
+    GraphQl { message: String },
     #[error("{path} is larger than {limit} bytes; not read")]
     TooLarge { path: String, limit: usize },
     #[error("GitLab redirected {path} ({status}) to {to:?}, outside {}; not followed, so the token is not sent there. Check --url (scheme, host and port)", "the --url origin")]

@@ -6,6 +6,7 @@
 
 mod admin;
 mod error;
+mod graphql;
 mod rest;
 mod wire;
 
@@ -23,6 +24,7 @@ use tokio::sync::Semaphore;
 pub use admin::{Hook, HookOwner, RegistryRepository, TokenInfo};
 use error::error_message;
 pub use error::GitLabError;
+pub use graphql::{Blob, GraphQlPage, GraphQlProject};
 pub use wire::{FileContent, Pipeline, Project};
 
 /// Path segments: everything but RFC 3986 unreserved characters is encoded,
@@ -243,8 +245,36 @@ impl GitLab {
         limit: usize,
     ) -> Result<(HeaderMap, String), GitLabError> {
         let url = format!("{}{path}", self.api);
-        // Only pipeline creation is a POST here, and it is not idempotent.
+        // A POST creates something (a pipeline, a hook): not idempotent.
         let idempotent = method != Method::POST;
+        self.send_to(&url, method, path, query, body, limit, idempotent)
+            .await
+    }
+
+    /// A GraphQL query: a POST that only reads, so retried like a GET.
+    async fn post_graphql(
+        &self,
+        body: &serde_json::Value,
+        limit: usize,
+    ) -> Result<String, GitLabError> {
+        let url = format!("{}/graphql", self.api.trim_end_matches("/v4"));
+        let (_, text) = self
+            .send_to(&url, Method::POST, "/graphql", &[], Some(body), limit, true)
+            .await?;
+        Ok(text)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_to(
+        &self,
+        url: &str,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        limit: usize,
+        idempotent: bool,
+    ) -> Result<(HeaderMap, String), GitLabError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -253,7 +283,7 @@ impl GitLab {
                 .acquire()
                 .await
                 .expect("semaphore never closed");
-            let mut request = self.http.request(method.clone(), &url).query(query);
+            let mut request = self.http.request(method.clone(), url).query(query);
             request = match &self.credential {
                 Credential::Token(t) => request.header("PRIVATE-TOKEN", t),
                 Credential::JobToken(t) => request.header("JOB-TOKEN", t),

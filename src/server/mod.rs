@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub max_running: usize,
     /// A cascade still running after this is closed, with the reason.
     pub cascade_timeout: Duration,
+    /// How scans read (API, Dockerfile paths, size cap); its search and
+    /// registry host come from `match_keyword` and the registry.
+    pub scan: scan::ScanOptions,
 }
 
 impl ServerConfig {
@@ -97,6 +100,7 @@ impl ServerConfig {
             reconcile_interval: Duration::from_secs(60),
             max_running: 20,
             cascade_timeout: Duration::from_secs(24 * 3600),
+            scan: scan::ScanOptions::new(""),
         }
     }
 }
@@ -200,14 +204,26 @@ impl AppState {
         self.set_graph(GraphView::new(merged, &self.registry));
     }
 
+    /// Whether a change to this file of this project can change the graph.
+    pub fn watches(&self, _project_id: u64, path: &str) -> bool {
+        self.config.scan.dockerfiles.iter().any(|d| d == path)
+    }
+
+    /// How this server scans.
+    pub fn scan_options(&self) -> scan::ScanOptions {
+        let mut opts = self.config.scan.clone();
+        opts.search = self.config.match_keyword.clone();
+        opts.registry_host = self.registry.primary().to_string();
+        opts
+    }
+
     /// A full scan; keeps the old graph when it fails.
     pub async fn refresh(self: &Arc<Self>) -> anyhow::Result<()> {
         let started = Instant::now();
         let started_at = scan::now_millis();
         let scan = scan::scan(
             &self.gitlab,
-            self.config.match_keyword.as_deref(),
-            self.registry.primary(),
+            &self.scan_options(),
             Arc::new(scan::NoProgress),
         )
         .await

@@ -13,7 +13,6 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
 use super::AppState;
-use crate::scan::DOCKERFILE_PATH;
 use crate::store::{Accepted, NewEvent, PipelineFacts, Store};
 
 /// What an event asks of us.
@@ -62,10 +61,13 @@ fn bounded_key(key: String) -> String {
 
 /// Decides what a webhook body means. `Err` when it claims to be a GitLab
 /// event but lacks what every such event has (a 400 for the sender).
+/// `watched(project_id, path)`: whether a change to that file changes the
+/// project's dependencies (one of its Dockerfiles or its configuration).
 pub fn classify(
     idempotency_key: Option<&str>,
     event_uuid: Option<&str>,
     body: &Value,
+    watched: &dyn Fn(u64, &str) -> bool,
 ) -> Result<Decision, String> {
     // System hooks name push events in `event_name` only.
     let Some(kind) = body
@@ -185,7 +187,9 @@ pub fn classify(
             let touches = commits.into_iter().flatten().any(|c| {
                 ["added", "modified", "removed"].iter().any(|k| {
                     c.get(k).and_then(Value::as_array).is_some_and(|files| {
-                        files.iter().any(|f| f.as_str() == Some(DOCKERFILE_PATH))
+                        files
+                            .iter()
+                            .any(|f| f.as_str().is_some_and(|f| watched(project_id, f)))
                     })
                 })
             });
@@ -193,7 +197,7 @@ pub fn classify(
             // cannot tell, so refresh.
             if !touches && listed >= total {
                 return Ok(Decision::Ignore(format!(
-                    "push to {path} does not touch {DOCKERFILE_PATH}"
+                    "push to {path} does not touch its Dockerfiles"
                 )));
             }
             Ok(Decision::Accept(event(
@@ -345,6 +349,7 @@ pub async fn handle(
         header(&headers, "idempotency-key"),
         header(&headers, "x-gitlab-event-uuid"),
         &value,
+        &|project, path| app.watches(project, path),
     );
     let event = match decision {
         Err(reason) => {

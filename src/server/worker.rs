@@ -31,7 +31,8 @@ fn is_transient(e: &GitLabError) -> bool {
         GitLabError::NoAnswer { .. } => true,
         GitLabError::Forbidden { .. }
         | GitLabError::NotFound { .. }
-        | GitLabError::TooLarge { .. } => false,
+        | GitLabError::TooLarge { .. }
+        | GitLabError::GraphQl { .. } => false,
     }
 }
 
@@ -424,7 +425,7 @@ async fn refresh_project(app: &Arc<AppState>, event: &StoredEvent) -> Result<Str
         Err(GitLabError::NotFound { .. }) => return Ok("project no longer visible".into()),
         Err(e) => return Err(e),
     };
-    let scanned = scan::scan_project(&app.gitlab, project, app.registry.primary()).await?;
+    let scanned = scan::scan_project(&app.gitlab, project, &app.scan_options()).await?;
     let store = app.store.clone();
     let saved = scanned.clone();
     if let Err(e) = blocking(move || store.save_project(&saved)).await {

@@ -48,6 +48,13 @@ pub struct ScannedImage {
     pub via: String,
     pub line: usize,
     pub unresolved: bool,
+    /// The Dockerfile it is in, relative to the repository root.
+    #[serde(default = "default_file")]
+    pub file: String,
+}
+
+fn default_file() -> String {
+    DOCKERFILE_PATH.to_string()
 }
 
 impl From<&BaseImage> for ScannedImage {
@@ -57,6 +64,7 @@ impl From<&BaseImage> for ScannedImage {
             via: b.via.as_str().to_string(),
             line: b.line,
             unresolved: b.unresolved,
+            file: default_file(),
         }
     }
 }
@@ -181,71 +189,115 @@ pub fn ci_build_args(registry_host: &str, project: &ProjectInfo) -> BuildArgs {
         .with("CI_PROJECT_NAMESPACE", namespace)
 }
 
-/// Reads one project's Dockerfile on its default branch.
-pub async fn scan_project(
-    gitlab: &GitLab,
-    project: Project,
-    registry_host: &str,
-) -> Result<ScannedProject, GitLabError> {
-    let fetched_at = now_millis();
-    let project = ProjectInfo::from(project);
-    let dockerfile = if project.archived {
-        DockerfileState::Archived
-    } else if project.empty_repo {
-        DockerfileState::EmptyRepo
-    } else {
-        let branch = project
-            .default_branch
-            .clone()
-            .unwrap_or_else(|| "HEAD".into());
-        match gitlab.file(project.id, DOCKERFILE_PATH, &branch).await {
-            Ok(None) => DockerfileState::Missing,
-            Ok(Some(file)) => {
-                let args = ci_build_args(registry_host, &project);
-                let path = project.path.clone();
-                // CPU work of up to tens of milliseconds: off the async runtime.
-                let images = tokio::task::spawn_blocking(move || {
-                    let extraction = dockerfile::extract(&file.text, &args);
-                    for d in &extraction.diagnostics {
-                        tracing::debug!(project = %path, line = d.line, "Dockerfile: {}", d.message);
-                    }
-                    extraction.images.iter().map(ScannedImage::from).collect()
-                })
-                .await;
-                match images {
-                    Ok(images) => DockerfileState::Found {
-                        blob_id: file.blob_id,
-                        images,
-                    },
-                    Err(e) => DockerfileState::Failed {
-                        error: format!("reading the Dockerfile failed: {e}"),
-                    },
-                }
-            }
-            Err(GitLabError::TooLarge { limit, .. }) => DockerfileState::TooLarge { limit },
-            Err(e @ GitLabError::Forbidden { .. }) => DockerfileState::Unreadable {
-                error: e.to_string(),
-            },
-            Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => DockerfileState::Failed {
-                error: e.to_string(),
-            },
-        }
-    };
-    Ok(ScannedProject {
-        project,
-        dockerfile,
-        fetched_at,
-    })
+/// Which API a scan reads through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// GraphQL, and REST when GraphQL is missing, disabled or refuses.
+    #[default]
+    Auto,
+    GraphQl,
+    Rest,
 }
 
-/// Lists projects and reads every Dockerfile. Fails only when the listing
-/// fails or GitLab is unreachable / rejects the token; a single project's
-/// failure is recorded in its state.
+/// What a scan reads and how.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// GitLab's project search (`--match`).
+    pub search: Option<String>,
+    /// The registry host the build arguments name.
+    pub registry_host: String,
+    pub api: Api,
+    /// Dockerfile paths read in every project (`--dockerfile`).
+    pub dockerfiles: Vec<String>,
+    /// A larger Dockerfile is `TooLarge` (`--max-dockerfile-size`; over
+    /// REST the client's own cap enforces it while reading).
+    pub max_file_bytes: usize,
+}
+
+impl ScanOptions {
+    pub fn new(registry_host: &str) -> ScanOptions {
+        ScanOptions {
+            search: None,
+            registry_host: registry_host.to_string(),
+            api: Api::Auto,
+            dockerfiles: vec![DOCKERFILE_PATH.to_string()],
+            max_file_bytes: 1 << 20,
+        }
+    }
+}
+
+/// One file as it was read.
+#[derive(Debug, Clone)]
+pub enum FileRead {
+    Found {
+        text: String,
+        blob_id: Option<String>,
+    },
+    Missing,
+    TooLarge {
+        limit: usize,
+    },
+}
+
+/// A project's state from its files: every image of every file found
+/// (each recording its file); a file too large makes the project
+/// `TooLarge` (reported, never half-read); none found is `Missing`.
+/// Extraction runs on the blocking pool.
+pub async fn state_from_files(
+    project: &ProjectInfo,
+    reads: Vec<(String, FileRead)>,
+    registry_host: &str,
+) -> DockerfileState {
+    if let Some(limit) = reads.iter().find_map(|(_, r)| match r {
+        FileRead::TooLarge { limit } => Some(*limit),
+        _ => None,
+    }) {
+        return DockerfileState::TooLarge { limit };
+    }
+    let found: Vec<(String, String, Option<String>)> = reads
+        .into_iter()
+        .filter_map(|(path, r)| match r {
+            FileRead::Found { text, blob_id } => Some((path, text, blob_id)),
+            _ => None,
+        })
+        .collect();
+    if found.is_empty() {
+        return DockerfileState::Missing;
+    }
+    let args = ci_build_args(registry_host, project);
+    let name = project.path.clone();
+    let extracted = tokio::task::spawn_blocking(move || {
+        let blob_id = found.first().and_then(|(_, _, b)| b.clone());
+        let mut images = Vec::new();
+        for (path, text, _) in &found {
+            let extraction = dockerfile::extract(text, &args);
+            for d in &extraction.diagnostics {
+                tracing::debug!(project = %name, file = %path, line = d.line, "Dockerfile: {}", d.message);
+            }
+            images.extend(extraction.images.iter().map(|b| {
+                let mut image = ScannedImage::from(b);
+                image.file = path.clone();
+                image
+            }));
+        }
+        (blob_id, images)
+    })
+    .await;
+    match extracted {
+        Ok((blob_id, images)) => DockerfileState::Found { blob_id, images },
+        Err(e) => DockerfileState::Failed {
+            error: format!("reading the Dockerfile failed: {e}"),
+        },
+    }
+}
+
+/// Lists projects and reads their Dockerfiles, over the API the options
+/// say. Fails only when the listing fails or GitLab is unreachable or
+/// rejects the token; a single project's failure is recorded in its state.
 pub async fn scan(
     gitlab: &GitLab,
-    search: Option<&str>,
-    registry_host: &str,
+    opts: &ScanOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Scan, GitLabError> {
     let started = Instant::now();
@@ -253,49 +305,21 @@ pub async fn scan(
         .stats()
         .requests
         .load(std::sync::atomic::Ordering::Relaxed);
-    // Read Dockerfiles while later project pages are still loading.
-    let (pages_tx, mut pages) = tokio::sync::mpsc::unbounded_channel();
-    let lister = {
-        let gitlab = gitlab.clone();
-        let search = search.map(str::to_string);
-        tokio::spawn(async move {
-            gitlab
-                .list_projects_paged(search.as_deref(), pages_tx)
-                .await
-        })
-    };
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut seen = std::collections::HashSet::new();
-    while let Some(page) = pages.recv().await {
-        for project in page.into_iter().filter(|p| seen.insert(p.id)) {
-            let gitlab = gitlab.clone();
-            let registry = registry_host.to_string();
-            let progress = progress.clone();
-            tasks.spawn(async move {
-                let result = scan_project(&gitlab, project, &registry).await;
-                progress.fetched();
-                result
-            });
-        }
-        progress.listed(seen.len());
-    }
-    if let Err(e) = lister.await.expect("listing task does not panic") {
-        tasks.abort_all();
-        return Err(e);
-    }
-    let mut scanned = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        match result.expect("scan task does not panic") {
-            Ok(p) => scanned.push(p),
-            Err(e) => {
-                tasks.abort_all();
-                return Err(e);
+    let mut projects = match opts.api {
+        Api::Rest => rest::scan(gitlab, opts, progress).await?,
+        Api::GraphQl => graphql::scan(gitlab, opts, progress).await?,
+        Api::Auto => match graphql::scan(gitlab, opts, progress.clone()).await {
+            Err(e) if graphql::falls_back(&e) => {
+                tracing::warn!("GraphQL cannot be used ({e}); scanning over REST, one request per project and file");
+                rest::scan(gitlab, opts, progress).await?
             }
-        }
-    }
-    scanned.sort_by_key(|p| p.project.id);
+            other => other?,
+        },
+    };
+    projects.sort_by_key(|p| p.project.id);
+    projects.dedup_by_key(|p| p.project.id);
     Ok(Scan {
-        projects: scanned,
+        projects,
         requests: gitlab
             .stats()
             .requests
@@ -304,6 +328,11 @@ pub async fn scan(
         elapsed: started.elapsed(),
     })
 }
+
+pub use rest::scan_project;
+
+mod graphql;
+mod rest;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,115 @@
+//! The scan over REST: project pages (in parallel where GitLab says how
+//! many), and for each project one request per Dockerfile path, read while
+//! later pages still load.
+
+use std::sync::Arc;
+
+use super::{
+    now_millis, state_from_files, DockerfileState, FileRead, Progress, ProjectInfo, ScanOptions,
+    ScannedProject,
+};
+use crate::gitlab::{GitLab, GitLabError, Project};
+
+/// Reads one project's Dockerfiles on its default branch.
+pub async fn scan_project(
+    gitlab: &GitLab,
+    project: Project,
+    opts: &ScanOptions,
+) -> Result<ScannedProject, GitLabError> {
+    let fetched_at = now_millis();
+    let project = ProjectInfo::from(project);
+    let dockerfile = if project.archived {
+        DockerfileState::Archived
+    } else if project.empty_repo {
+        DockerfileState::EmptyRepo
+    } else {
+        read_files(gitlab, &project, opts).await?
+    };
+    Ok(ScannedProject {
+        project,
+        dockerfile,
+        fetched_at,
+    })
+}
+
+async fn read_files(
+    gitlab: &GitLab,
+    project: &ProjectInfo,
+    opts: &ScanOptions,
+) -> Result<DockerfileState, GitLabError> {
+    let branch = project
+        .default_branch
+        .clone()
+        .unwrap_or_else(|| "HEAD".into());
+    let mut reads = Vec::new();
+    for path in &opts.dockerfiles {
+        let read = match gitlab.file(project.id, path, &branch).await {
+            Ok(None) => FileRead::Missing,
+            Ok(Some(file)) => FileRead::Found {
+                text: file.text,
+                blob_id: file.blob_id,
+            },
+            Err(GitLabError::TooLarge { limit, .. }) => FileRead::TooLarge { limit },
+            Err(e @ GitLabError::Forbidden { .. }) => {
+                return Ok(DockerfileState::Unreadable {
+                    error: e.to_string(),
+                })
+            }
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                return Ok(DockerfileState::Failed {
+                    error: e.to_string(),
+                })
+            }
+        };
+        reads.push((path.clone(), read));
+    }
+    Ok(state_from_files(project, reads, &opts.registry_host).await)
+}
+
+pub(super) async fn scan(
+    gitlab: &GitLab,
+    opts: &ScanOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<ScannedProject>, GitLabError> {
+    let (pages_tx, mut pages) = tokio::sync::mpsc::unbounded_channel();
+    let lister = {
+        let gitlab = gitlab.clone();
+        let search = opts.search.clone();
+        tokio::spawn(async move {
+            gitlab
+                .list_projects_paged(search.as_deref(), pages_tx)
+                .await
+        })
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(page) = pages.recv().await {
+        for project in page.into_iter().filter(|p| seen.insert(p.id)) {
+            let gitlab = gitlab.clone();
+            let opts = opts.clone();
+            let progress = progress.clone();
+            tasks.spawn(async move {
+                let result = scan_project(&gitlab, project, &opts).await;
+                progress.fetched();
+                result
+            });
+        }
+        progress.listed(seen.len());
+    }
+    if let Err(e) = lister.await.expect("listing task does not panic") {
+        tasks.abort_all();
+        return Err(e);
+    }
+    let mut scanned = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        match result.expect("scan task does not panic") {
+            Ok(p) => scanned.push(p),
+            Err(e) => {
+                tasks.abort_all();
+                return Err(e);
+            }
+        }
+    }
+    Ok(scanned)
+}
