@@ -10,6 +10,7 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use serde::Serialize;
 
+use crate::config::Trigger;
 use crate::image::{owner_of, ImageOwner, ImageRef, ProjectIndex, Registry};
 use crate::scan::{DockerfileState, Scan, ScannedProject};
 
@@ -22,6 +23,10 @@ pub struct ProjectNode {
     pub web_url: String,
     /// `found`, `missing`, `archived`, `empty_repo`, `failed`.
     pub dockerfile: &'static str,
+    /// Its `.autodep.yml`'s `trigger:` (never, or with which ref and
+    /// variables).
+    #[serde(skip_serializing_if = "Trigger::is_default")]
+    pub trigger: Trigger,
 }
 
 /// Why one project depends on another: the reference in its Dockerfile.
@@ -64,6 +69,9 @@ pub struct DependencyGraph {
     external: BTreeMap<String, Vec<(NodeIndex, Dependency)>>,
     registry: Registry,
     notes: Vec<Note>,
+    /// Images of other registries that a project's `.autodep.yml` says it
+    /// produces, by name.
+    produced: HashMap<String, NodeIndex>,
 }
 
 /// What `rebuild IMAGE` names.
@@ -140,6 +148,7 @@ impl DependencyGraph {
             external: BTreeMap::new(),
             registry: registry.clone(),
             notes: Vec::new(),
+            produced: HashMap::new(),
         };
         for p in projects {
             let node = g.graph.add_node(ProjectNode {
@@ -149,12 +158,26 @@ impl DependencyGraph {
                 archived: p.project.archived,
                 web_url: p.project.web_url.clone(),
                 dockerfile: state_name(&p.dockerfile),
+                trigger: p
+                    .config
+                    .as_ref()
+                    .map(|c| c.trigger.clone())
+                    .unwrap_or_default(),
             });
             g.by_id.insert(p.project.id, node);
             g.by_path.insert(&p.project.path, node);
         }
         for p in projects {
+            if let Some(error) = &p.config_error {
+                g.note(&p.project.path, error.clone());
+            }
+            for image in p.config.iter().flat_map(|c| &c.images) {
+                g.produced.insert(image.clone(), g.by_id[&p.project.id]);
+            }
+        }
+        for p in projects {
             g.add_edges_of(p);
+            g.add_declared(p);
         }
         g
     }
@@ -188,6 +211,10 @@ impl DependencyGraph {
             _ => return,
         };
         for image in images {
+            if image.unresolved {
+                self.note(path, format!("line {}: {:?} : the image name depends on a variable without a value; cannot tell which image it is", image.line, image.reference));
+                continue;
+            }
             let dep = Dependency {
                 image: image.reference.clone(),
                 via: image.via.clone(),
@@ -195,65 +222,105 @@ impl DependencyGraph {
                 line: image.line,
                 pinned: false,
             };
-            if image.unresolved {
-                self.note(path, format!("line {}: {:?} : the image name depends on a variable without a value; cannot tell which image it is", image.line, image.reference));
-                continue;
-            }
-            let parsed = match ImageRef::parse(&image.reference) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.note(path, format!("line {}: {e}", image.line));
-                    continue;
-                }
-            };
+            self.add_reference(node, path, dep);
+        }
+    }
+
+    /// The dependencies a project's `.autodep.yml` declares: a project
+    /// path, or an image as a `FROM` would name it.
+    fn add_declared(&mut self, p: &ScannedProject) {
+        let node = self.by_id[&p.project.id];
+        for (reference, line) in p.config.iter().flat_map(|c| &c.depends_on) {
             let dep = Dependency {
-                pinned: parsed.is_pinned(),
-                ..dep
+                image: reference.clone(),
+                via: "depends_on".into(),
+                file: crate::config::CONFIG_FILE.into(),
+                line: *line,
+                pinned: false,
             };
-            match owner_of(&parsed, &self.registry, &self.by_path) {
-                ImageOwner::Project { project, .. } if project == node => {
+            match self.node_by_path(reference.trim_matches('/')) {
+                Some(up) if up != node => {
+                    self.graph.update_edge(up, node, dep);
+                }
+                Some(_) => {}
+                None => self.add_reference(node, &p.project.path, dep),
+            }
+        }
+    }
+
+    /// One reference of a project: an edge from the project that builds
+    /// it, or a use of an external image.
+    fn add_reference(&mut self, node: NodeIndex, path: &str, dep: Dependency) {
+        let parsed = match ImageRef::parse(&dep.image) {
+            Ok(r) => r,
+            Err(e) => {
+                self.note(path, format!("{}: {e}", dep.place()));
+                return;
+            }
+        };
+        let dep = Dependency {
+            pinned: parsed.is_pinned(),
+            ..dep
+        };
+        let owner = match self.produced.get(&parsed.name()) {
+            Some(project) => ImageOwner::Project {
+                project: *project,
+                pinned: dep.pinned,
+            },
+            None => owner_of(&parsed, &self.registry, &self.by_path),
+        };
+        match owner {
+            ImageOwner::Project { project, .. } if project == node => {
+                self.note(
+                    path,
+                    format!(
+                        "{}: builds on its own image {}; not a dependency",
+                        dep.place(),
+                        dep.image
+                    ),
+                );
+            }
+            ImageOwner::Project { project, .. } => {
+                if dep.pinned {
                     self.note(
                         path,
                         format!(
-                            "line {}: builds on its own image {}; not a dependency",
-                            image.line, image.reference
+                            "{}: {} is pinned by digest; a rebuild of its project cannot change it",
+                            dep.place(),
+                            dep.image
                         ),
                     );
                 }
-                ImageOwner::Project { project, .. } => {
-                    if dep.pinned {
-                        self.note(path, format!("line {}: {} is pinned by digest; a rebuild of its project cannot change it", image.line, image.reference));
-                    }
-                    match self.graph.find_edge(project, node) {
-                        // One edge per pair; a triggerable reference wins over a pinned one.
-                        Some(e) if self.graph[e].pinned && !dep.pinned => self.graph[e] = dep,
-                        Some(_) => {}
-                        None => {
-                            self.graph.add_edge(project, node, dep);
-                        }
+                match self.graph.find_edge(project, node) {
+                    // One edge per pair; a triggerable reference wins over a pinned one.
+                    Some(e) if self.graph[e].pinned && !dep.pinned => self.graph[e] = dep,
+                    Some(_) => {}
+                    None => {
+                        self.graph.add_edge(project, node, dep);
                     }
                 }
-                ImageOwner::UnknownProject => {
-                    // Kept by name: `rebuild` can still find its users when
-                    // the owning project is outside the scan (`--match`).
-                    self.note(
-                        path,
-                        format!(
-                            "line {}: {} is on our registry but no scanned project owns it",
-                            image.line, image.reference
-                        ),
-                    );
-                    self.external
-                        .entry(parsed.name())
-                        .or_default()
-                        .push((node, dep));
-                }
-                ImageOwner::External => {
-                    self.external
-                        .entry(parsed.name())
-                        .or_default()
-                        .push((node, dep));
-                }
+            }
+            ImageOwner::UnknownProject => {
+                // Kept by name: `rebuild` can still find its users when
+                // the owning project is outside the scan (`--match`).
+                self.note(
+                    path,
+                    format!(
+                        "{}: {} is on our registry but no scanned project owns it",
+                        dep.place(),
+                        dep.image
+                    ),
+                );
+                self.external
+                    .entry(parsed.name())
+                    .or_default()
+                    .push((node, dep));
+            }
+            ImageOwner::External => {
+                self.external
+                    .entry(parsed.name())
+                    .or_default()
+                    .push((node, dep));
             }
         }
     }
@@ -304,6 +371,9 @@ impl DependencyGraph {
         }
         let parsed =
             ImageRef::parse(image).map_err(|e| TargetError::InvalidImage(e.to_string()))?;
+        if let Some(project) = self.produced.get(&parsed.name()) {
+            return Ok(Target::Project(*project));
+        }
         match owner_of(&parsed, &self.registry, &self.by_path) {
             ImageOwner::Project { project, .. } => Ok(Target::Project(project)),
             ImageOwner::UnknownProject => {
@@ -454,7 +524,8 @@ pub(crate) fn reachable(
             continue;
         }
         seen.insert(n, d);
-        if g.graph[n].archived {
+        // Never rebuilt: nothing below it is made stale through it.
+        if g.graph[n].archived || g.graph[n].trigger == Trigger::Never {
             continue;
         }
         for e in g.graph.edges_directed(n, Direction::Outgoing) {

@@ -5,6 +5,7 @@
 //! and the webhook server down to the pure `dockerfile` and `image` modules.
 
 pub mod cascade;
+pub mod config;
 pub mod dockerfile;
 pub mod failpoint;
 pub mod gitlab;

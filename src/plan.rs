@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
 
+use crate::config::Trigger;
 use crate::graph::{reachable, DependencyGraph, Target};
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +30,9 @@ pub struct PlannedTrigger {
     pub upstream: String,
     /// The reference in this project's Dockerfile.
     pub image: String,
+    /// Variables its `.autodep.yml` adds to its pipelines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,6 +84,8 @@ pub(crate) fn plan(g: &DependencyGraph, target: &Target, recurse: bool) -> Trigg
         let node = g.node(*n);
         let reason = if node.archived {
             Some("archived: never triggered")
+        } else if node.trigger == Trigger::Never {
+            Some("trigger: false in its .autodep.yml: never triggered")
         } else if node.default_branch.is_none() || node.dockerfile == "empty_repo" {
             Some("empty repository: nothing to build")
         } else {
@@ -178,11 +184,24 @@ pub(crate) fn plan(g: &DependencyGraph, target: &Target, recurse: bool) -> Trigg
                     up.unwrap_or_else(|| (g.describe(target), String::new()))
                 }
             };
+            let (git_ref, variables) = match &node.trigger {
+                Trigger::With { git_ref, variables } => (
+                    git_ref.clone(),
+                    variables
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
+                _ => (None, Vec::new()),
+            };
             PlannedTrigger {
                 node: n,
                 project: node.path.clone(),
                 project_id: node.id,
-                git_ref: node.default_branch.clone().unwrap_or_default(),
+                git_ref: git_ref
+                    .or_else(|| node.default_branch.clone())
+                    .unwrap_or_default(),
+                variables,
                 web_url: node.web_url.clone(),
                 depth: depth[&n],
                 waits_for_paths: waits[&n].iter().map(|u| g.node(*u).path.clone()).collect(),

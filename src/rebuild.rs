@@ -345,7 +345,8 @@ pub async fn execute(gitlab: &GitLab, plan: &TriggerPlan, opts: &RebuildOptions)
             if ready && running.len() < limit {
                 started.insert(t.node);
                 let (gitlab, t2, o) = (gitlab.clone(), t.clone(), opts.clone());
-                let vars = autodep_variables(&plan.target, &t.upstream, &t.image);
+                let mut vars = autodep_variables(&plan.target, &t.upstream, &t.image);
+                vars.extend(t.variables.iter().cloned());
                 running.spawn(async move { (t2.node, run_one(gitlab, t2, o, wait, vars).await) });
             }
         }

@@ -183,7 +183,8 @@ async fn archived_missing_empty_and_pinned_are_skipped_and_said_why() {
         .into_iter()
         .filter(|r| r.endpoint == "file_raw")
         .count();
-    assert_eq!(files, 4, "archived and empty projects are not read");
+    // Each readable project: its .autodep.yml and its Dockerfile.
+    assert_eq!(files, 4 * 2, "archived and empty projects are not read");
 
     // Over GraphQL: the same reasons, from one request and no file reads.
     sim.clear_requests();

@@ -104,9 +104,10 @@ async fn graphql_reads_the_same_graph_as_rest_in_one_request_per_hundred_project
         ["graphql", "graphql"],
         "147 projects: two pages"
     );
-    // Over REST: the listing's pages, then a request per project and path
-    // (archived and empty projects are not read).
-    assert_eq!(rest_requests.len(), 3 + 145 * 3, "{rest_requests:?}");
+    // Over REST: the listing's pages, then a request per project for its
+    // .autodep.yml and one per path (archived and empty projects are not
+    // read).
+    assert_eq!(rest_requests.len(), 3 + 145 * (1 + 3), "{rest_requests:?}");
 
     let edges = over_graphql["edges"].as_array().unwrap();
     let edge = |down: &str| -> Vec<(String, String)> {

@@ -40,6 +40,8 @@ fn graph(n: usize, edges: &[(usize, usize)]) -> DependencyGraph {
                     images,
                 },
                 fetched_at: 0,
+                config: None,
+                config_error: None,
             }
         })
         .collect();

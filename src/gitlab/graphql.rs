@@ -134,17 +134,24 @@ fn project_id(gid: &str) -> Option<u64> {
 }
 
 impl GitLab {
-    /// One page of projects with the files at `paths` of each.
+    /// One page of projects (all, or those of `ids`) with the files at
+    /// `paths` of each.
     pub async fn graphql_projects(
         &self,
         first: usize,
         after: Option<&str>,
         paths: &[String],
         search: Option<&str>,
+        ids: Option<&[u64]>,
     ) -> Result<GraphQlPage, GitLabError> {
+        let ids: Option<Vec<String>> = ids.map(|ids| {
+            ids.iter()
+                .map(|id| format!("gid://gitlab/Project/{id}"))
+                .collect()
+        });
         let body = serde_json::json!({
             "query": SCAN_QUERY,
-            "variables": {"first": first, "after": after, "paths": paths, "search": search},
+            "variables": {"first": first, "after": after, "paths": paths, "search": search, "ids": ids},
         });
         let text = self
             .post_graphql(&body, self.config.max_response_bytes)

@@ -6,11 +6,14 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use super::{
-    now_millis, state_from_files, DockerfileState, FileRead, Progress, ProjectInfo, ScanOptions,
-    ScannedProject,
+    dockerfiles_of, now_millis, read_config, state_from_files, DockerfileState, FileRead, Progress,
+    ProjectInfo, ScanOptions, ScannedProject,
 };
-use crate::gitlab::{GitLab, GitLabError, GraphQlProject};
+use crate::config::{ProjectConfig, CONFIG_FILE};
+use crate::gitlab::{Blob, GitLab, GitLabError, GraphQlProject};
 
 /// GitLab's largest page (`default_max_page_size`).
 pub const PAGE: usize = 100;
@@ -38,18 +41,15 @@ pub(super) async fn scan(
     opts: &ScanOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<ScannedProject>, GitLabError> {
+    let mut paths = opts.dockerfiles.clone();
+    paths.push(CONFIG_FILE.to_string());
     let mut after: Option<String> = None;
     let mut size = PAGE;
     let mut scanned = Vec::new();
     loop {
         let fetched_at = now_millis();
         let page = match gitlab
-            .graphql_projects(
-                size,
-                after.as_deref(),
-                &opts.dockerfiles,
-                opts.search.as_deref(),
-            )
+            .graphql_projects(size, after.as_deref(), &paths, opts.search.as_deref(), None)
             .await
         {
             Ok(page) => page,
@@ -63,8 +63,10 @@ pub(super) async fn scan(
         if let Some((score, limit)) = page.complexity {
             tracing::debug!(score, limit, size, "GraphQL page");
         }
+        let extra = read_configured(gitlab, opts, &page.projects).await?;
         for p in page.projects {
-            scanned.push(scanned_project(p, opts, fetched_at).await);
+            let more = extra.get(&p.project.id).cloned().unwrap_or_default();
+            scanned.push(scanned_project(p, more, opts, fetched_at).await);
             progress.fetched();
         }
         progress.listed(scanned.len());
@@ -75,7 +77,73 @@ pub(super) async fn scan(
     }
 }
 
-async fn scanned_project(p: GraphQlProject, opts: &ScanOptions, fetched_at: i64) -> ScannedProject {
+/// The configuration a project's blobs carry.
+fn config_of(p: &GraphQlProject) -> (Option<ProjectConfig>, Option<String>) {
+    let blobs = p.files.as_deref().unwrap_or_default();
+    read_config(&file_read(blobs, CONFIG_FILE, usize::MAX))
+}
+
+/// Paths named only in projects' `.autodep.yml`: one more query, for just
+/// those projects, returning each one's blobs.
+async fn read_configured(
+    gitlab: &GitLab,
+    opts: &ScanOptions,
+    page: &[GraphQlProject],
+) -> Result<HashMap<u64, Vec<Blob>>, GitLabError> {
+    let mut ids = Vec::new();
+    let mut paths: Vec<String> = Vec::new();
+    for p in page {
+        let (config, _) = config_of(p);
+        let own = dockerfiles_of(config.as_ref(), opts);
+        let missing: Vec<&String> = own
+            .iter()
+            .filter(|d| !opts.dockerfiles.contains(d))
+            .collect();
+        if !missing.is_empty() {
+            ids.push(p.project.id);
+            for m in missing {
+                if !paths.contains(m) {
+                    paths.push(m.clone());
+                }
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(PAGE) {
+        let page = gitlab
+            .graphql_projects(PAGE, None, &paths, None, Some(chunk))
+            .await?;
+        for p in page.projects {
+            if let Ok(blobs) = p.files {
+                out.insert(p.project.id, blobs);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn file_read(blobs: &[Blob], path: &str, limit: usize) -> FileRead {
+    match blobs.iter().find(|b| b.path == path) {
+        None => FileRead::Missing,
+        Some(b) if b.size as usize > limit => FileRead::TooLarge { limit },
+        Some(b) => match &b.text {
+            Some(text) => FileRead::Found {
+                text: text.clone(),
+                blob_id: Some(b.oid.clone()),
+            },
+            // A binary file is no Dockerfile.
+            None => FileRead::Missing,
+        },
+    }
+}
+
+async fn scanned_project(
+    p: GraphQlProject,
+    more: Vec<Blob>,
+    opts: &ScanOptions,
+    fetched_at: i64,
+) -> ScannedProject {
+    let (config, config_error) = config_of(&p);
     let project = ProjectInfo::from(p.project);
     let dockerfile = if project.archived {
         DockerfileState::Archived
@@ -83,26 +151,11 @@ async fn scanned_project(p: GraphQlProject, opts: &ScanOptions, fetched_at: i64)
         match p.files {
             Err(error) => DockerfileState::Unreadable { error },
             Ok(_) if project.empty_repo => DockerfileState::EmptyRepo,
-            Ok(blobs) => {
-                let limit = opts.max_file_bytes;
-                let reads = opts
-                    .dockerfiles
+            Ok(mut blobs) => {
+                blobs.extend(more);
+                let reads = dockerfiles_of(config.as_ref(), opts)
                     .iter()
-                    .map(|path| {
-                        let read = match blobs.iter().find(|b| &b.path == path) {
-                            None => FileRead::Missing,
-                            Some(b) if b.size as usize > limit => FileRead::TooLarge { limit },
-                            Some(b) => match &b.text {
-                                Some(text) => FileRead::Found {
-                                    text: text.clone(),
-                                    blob_id: Some(b.oid.clone()),
-                                },
-                                // A binary file is no Dockerfile.
-                                None => FileRead::Missing,
-                            },
-                        };
-                        (path.clone(), read)
-                    })
+                    .map(|path| (path.clone(), file_read(&blobs, path, opts.max_file_bytes)))
                     .collect();
                 state_from_files(&project, reads, &opts.registry_host).await
             }
@@ -112,5 +165,7 @@ async fn scanned_project(p: GraphQlProject, opts: &ScanOptions, fetched_at: i64)
         project,
         dockerfile,
         fetched_at,
+        config,
+        config_error,
     }
 }

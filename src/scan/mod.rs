@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{self, ProjectConfig, CONFIG_FILE};
 use crate::dockerfile::{self, BaseImage, BuildArgs};
 use crate::gitlab::{GitLab, GitLabError, Project};
 
@@ -106,6 +107,12 @@ pub struct ScannedProject {
     /// ([`ScannedProject::is_newer_than`], [`merge_scan`]).
     #[serde(default)]
     pub fetched_at: i64,
+    /// Its `.autodep.yml`, when it has a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ProjectConfig>,
+    /// Why its `.autodep.yml` was not used (line and reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
 }
 
 impl ScannedProject {
@@ -225,6 +232,36 @@ impl ScanOptions {
             max_file_bytes: 1 << 20,
         }
     }
+}
+
+/// A project's configuration file as read: the configuration, or why it
+/// is not used. No file is no configuration and no error.
+pub fn read_config(read: &FileRead) -> (Option<ProjectConfig>, Option<String>) {
+    match read {
+        FileRead::Missing => (None, None),
+        FileRead::TooLarge { .. } => (
+            None,
+            Some(format!(
+                "{CONFIG_FILE}: larger than {} bytes; the defaults are used",
+                config::MAX_CONFIG_BYTES
+            )),
+        ),
+        FileRead::Found { text, .. } => match config::parse(text) {
+            Ok(c) => (Some(c), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    }
+}
+
+/// The Dockerfile paths of a project: its configuration's, else the
+/// global list.
+pub fn dockerfiles_of<'a>(
+    config: Option<&'a ProjectConfig>,
+    opts: &'a ScanOptions,
+) -> &'a [String] {
+    config
+        .and_then(|c| c.dockerfiles.as_deref())
+        .unwrap_or(&opts.dockerfiles)
 }
 
 /// One file as it was read.
@@ -353,6 +390,8 @@ mod tests {
                 images: Vec::new(),
             },
             fetched_at: at,
+            config: None,
+            config_error: None,
         }
     }
 

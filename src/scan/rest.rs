@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use super::{
-    now_millis, state_from_files, DockerfileState, FileRead, Progress, ProjectInfo, ScanOptions,
-    ScannedProject,
+    dockerfiles_of, now_millis, read_config, state_from_files, DockerfileState, FileRead, Progress,
+    ProjectInfo, ScanOptions, ScannedProject,
 };
+use crate::config::{ProjectConfig, CONFIG_FILE};
 use crate::gitlab::{GitLab, GitLabError, Project};
 
 /// Reads one project's Dockerfiles on its default branch.
@@ -18,10 +19,10 @@ pub async fn scan_project(
 ) -> Result<ScannedProject, GitLabError> {
     let fetched_at = now_millis();
     let project = ProjectInfo::from(project);
-    let dockerfile = if project.archived {
-        DockerfileState::Archived
+    let (dockerfile, config, config_error) = if project.archived {
+        (DockerfileState::Archived, None, None)
     } else if project.empty_repo {
-        DockerfileState::EmptyRepo
+        (DockerfileState::EmptyRepo, None, None)
     } else {
         read_files(gitlab, &project, opts).await?
     };
@@ -29,42 +30,60 @@ pub async fn scan_project(
         project,
         dockerfile,
         fetched_at,
+        config,
+        config_error,
     })
 }
 
+/// One file on the default branch; `Err` with the project's state when
+/// reading it says the project cannot be read.
+async fn read_one(
+    gitlab: &GitLab,
+    project: &ProjectInfo,
+    path: &str,
+) -> Result<Result<FileRead, DockerfileState>, GitLabError> {
+    let branch = project.default_branch.as_deref().unwrap_or("HEAD");
+    Ok(Ok(match gitlab.file(project.id, path, branch).await {
+        Ok(None) => FileRead::Missing,
+        Ok(Some(file)) => FileRead::Found {
+            text: file.text,
+            blob_id: file.blob_id,
+        },
+        Err(GitLabError::TooLarge { limit, .. }) => FileRead::TooLarge { limit },
+        Err(e @ GitLabError::Forbidden { .. }) => {
+            return Ok(Err(DockerfileState::Unreadable {
+                error: e.to_string(),
+            }))
+        }
+        Err(e) if e.is_fatal() => return Err(e),
+        Err(e) => {
+            return Ok(Err(DockerfileState::Failed {
+                error: e.to_string(),
+            }))
+        }
+    }))
+}
+
+/// Its configuration file (one more request), then each Dockerfile path
+/// it names (or the global ones).
 async fn read_files(
     gitlab: &GitLab,
     project: &ProjectInfo,
     opts: &ScanOptions,
-) -> Result<DockerfileState, GitLabError> {
-    let branch = project
-        .default_branch
-        .clone()
-        .unwrap_or_else(|| "HEAD".into());
+) -> Result<(DockerfileState, Option<ProjectConfig>, Option<String>), GitLabError> {
+    let (config, config_error) = match read_one(gitlab, project, CONFIG_FILE).await? {
+        Ok(read) => read_config(&read),
+        Err(state) => return Ok((state, None, None)),
+    };
     let mut reads = Vec::new();
-    for path in &opts.dockerfiles {
-        let read = match gitlab.file(project.id, path, &branch).await {
-            Ok(None) => FileRead::Missing,
-            Ok(Some(file)) => FileRead::Found {
-                text: file.text,
-                blob_id: file.blob_id,
-            },
-            Err(GitLabError::TooLarge { limit, .. }) => FileRead::TooLarge { limit },
-            Err(e @ GitLabError::Forbidden { .. }) => {
-                return Ok(DockerfileState::Unreadable {
-                    error: e.to_string(),
-                })
-            }
-            Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => {
-                return Ok(DockerfileState::Failed {
-                    error: e.to_string(),
-                })
-            }
-        };
-        reads.push((path.clone(), read));
+    for path in dockerfiles_of(config.as_ref(), opts) {
+        match read_one(gitlab, project, path).await? {
+            Ok(read) => reads.push((path.clone(), read)),
+            Err(state) => return Ok((state, config, config_error)),
+        }
     }
-    Ok(state_from_files(project, reads, &opts.registry_host).await)
+    let state = state_from_files(project, reads, &opts.registry_host).await;
+    Ok((state, config, config_error))
 }
 
 pub(super) async fn scan(

@@ -205,8 +205,18 @@ impl AppState {
     }
 
     /// Whether a change to this file of this project can change the graph.
-    pub fn watches(&self, _project_id: u64, path: &str) -> bool {
-        self.config.scan.dockerfiles.iter().any(|d| d == path)
+    pub fn watches(&self, project_id: u64, path: &str) -> bool {
+        if path == crate::config::CONFIG_FILE {
+            return true;
+        }
+        let view = self.graph();
+        let own = view
+            .projects
+            .get(&project_id)
+            .and_then(|p| p.config.as_ref());
+        scan::dockerfiles_of(own, &self.config.scan)
+            .iter()
+            .any(|d| d == path)
     }
 
     /// How this server scans.

@@ -443,6 +443,18 @@ async fn fire(app: &Arc<AppState>, t: StoredTrigger) {
     if let Some(cascade) = t.cascade_id {
         variables.push(("AUTODEP_CASCADE".into(), cascade.to_string()));
     }
+    // What the project's .autodep.yml adds, as the graph knows it now.
+    if let Some(crate::config::Trigger::With {
+        variables: extra, ..
+    }) = app
+        .graph()
+        .projects
+        .get(&t.project_id)
+        .and_then(|p| p.config.as_ref())
+        .map(|c| &c.trigger)
+    {
+        variables.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     if !t.posted {
         let store = app.store.clone();
         if let Err(e) = blocking(move || store.trigger_posting(t.id)).await {
