@@ -184,6 +184,40 @@ async fn a_push_to_the_configuration_file_patches_the_server_s_graph() {
         page["upstreams"].as_array().unwrap().len()
     };
     assert_eq!(consumer_ups().await, 1);
+    // The project page marks what its .autodep.yml declared.
+    let found = reqwest::get(format!("{}/projects?q=app", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let end = found.find("\">g/app</a>").unwrap();
+    let id = &found[found[..end].rfind("/projects/").unwrap() + "/projects/".len()..end];
+    let page: Value = reqwest::get(format!("{}/projects/{id}?format=json", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tools = page["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["project"] == "g/tools")
+        .unwrap();
+    assert_eq!(tools["declared"], true);
+    assert_eq!(tools["file"], ".autodep.yml");
+    let html = reqwest::get(format!("{}/projects/{id}", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("(declared in .autodep.yml line 2)"), "{html}");
+    assert!(
+        html.contains("it also produces harbor.example.com/team/app"),
+        "{html}"
+    );
     // g/app stops publishing to Harbor: g/consumer has no upstream left.
     sim.commit_file("g/app", "main", ".autodep.yml", "depends_on: [g/tools]\n")
         .await

@@ -17,7 +17,8 @@ use serde_json::json;
 use super::html::{ago, escape, page_start, safe_href};
 use super::picture::{cascade_svg, explain, legend, Shown, PICTURE_LIMIT};
 use super::AppState;
-use crate::graph::Target;
+use crate::config::{ProjectConfig, Trigger};
+use crate::graph::{Dependency, Target};
 use crate::scan::DockerfileState;
 use crate::store::{MemberPipeline, StoreError, StoredCascade};
 
@@ -310,24 +311,23 @@ pub async fn project(
         Some(DockerfileState::Found { images, .. }) => images.clone(),
         _ => Vec::new(),
     };
-    let link = |(u, via, image, line): (u64, String, String, usize)| json!({"project_id": u, "project": via, "image": image, "line": line});
-    let upstreams: Vec<_> = g
+    let link = |(pid, path, d): &(u64, String, Dependency)| {
+        json!({"project_id": pid, "project": path, "image": d.image, "via": d.via,
+               "file": d.file, "line": d.line, "declared": d.via == "depends_on"})
+    };
+    let upstreams: Vec<(u64, String, Dependency)> = g
         .upstreams(n)
         .into_iter()
-        .map(|(u, d)| {
-            (
-                g.node(u).id,
-                g.node(u).path.clone(),
-                d.image.clone(),
-                d.line,
-            )
-        })
+        .map(|(u, d)| (g.node(u).id, g.node(u).path.clone(), d.clone()))
         .collect();
-    let downstreams: Vec<_> = g
+    let downstreams: Vec<(u64, String, Dependency)> = g
         .dependents(&Target::Project(n))
         .into_iter()
-        .map(|(d, dep)| (g.node(d).id, g.node(d).path.clone(), dep.image, dep.line))
+        .map(|(d, dep)| (g.node(d).id, g.node(d).path.clone(), dep))
         .collect();
+    let scanned = view.projects.get(&id);
+    let config = scanned.and_then(|p| p.config.clone());
+    let config_error = scanned.and_then(|p| p.config_error.clone());
     let cascades = match read(&app, move |s| s.cascades_of(id, 20)).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -338,8 +338,10 @@ pub async fn project(
             "project": node.path,
             "dockerfile": node.dockerfile,
             "images": images,
-            "upstreams": upstreams.into_iter().map(link).collect::<Vec<_>>(),
-            "downstreams": downstreams.into_iter().map(link).collect::<Vec<_>>(),
+            "upstreams": upstreams.iter().map(link).collect::<Vec<_>>(),
+            "downstreams": downstreams.iter().map(link).collect::<Vec<_>>(),
+            "config": config,
+            "config_error": config_error,
             "cascades": cascades.iter().map(|c| c.id).collect::<Vec<_>>(),
         }))
         .into_response();
@@ -350,6 +352,7 @@ pub async fn project(
         .map(|h| format!(" · <a href=\"{h}\">on GitLab</a>"))
         .unwrap_or_default();
     let _ = write!(html, "<p>Dockerfile: {}{gitlab}</p>", node.dockerfile);
+    config_html(&mut html, config.as_ref(), config_error.as_deref());
     html.push_str("<h2>Its Dockerfile names</h2><ul>");
     for i in &images {
         let _ = write!(
@@ -363,12 +366,17 @@ pub async fn project(
     html.push_str("</ul>");
     for (title, list) in [("Built on", &upstreams), ("Built on it", &downstreams)] {
         let _ = write!(html, "<h2>{title}</h2><ul>");
-        for (pid, path, image, line) in list {
+        for (pid, path, d) in list.iter() {
+            let how = if d.via == "depends_on" {
+                format!("declared in {}", d.place())
+            } else {
+                format!("{} {}, {}", d.via, d.image, d.place())
+            };
             let _ = write!(
                 html,
-                "<li><a href=\"/projects/{pid}\">{}</a> ({} , line {line})</li>",
+                "<li><a href=\"/projects/{pid}\">{}</a> ({})</li>",
                 escape(path),
-                escape(image)
+                escape(&how)
             );
         }
         if list.is_empty() {
@@ -378,6 +386,39 @@ pub async fn project(
     }
     project_cascades(&mut html, id, &cascades, now);
     Html(html).into_response()
+}
+
+/// What the project's `.autodep.yml` changes, or why it is not used.
+fn config_html(html: &mut String, config: Option<&ProjectConfig>, error: Option<&str>) {
+    if let Some(e) = error {
+        let _ = write!(html, "<p class=\"failed\">{}</p>", escape(e));
+    }
+    let Some(c) = config else { return };
+    let mut said = Vec::new();
+    if let Some(files) = &c.dockerfiles {
+        said.push(format!("its Dockerfiles: {}", files.join(", ")));
+    }
+    if !c.images.is_empty() {
+        said.push(format!("it also produces {}", c.images.join(", ")));
+    }
+    match &c.trigger {
+        Trigger::Never => said.push("never triggered (trigger: false)".into()),
+        Trigger::With { git_ref, variables } => said.push(format!(
+            "triggered on {} with {}",
+            git_ref.as_deref().unwrap_or("its default branch"),
+            variables.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        Trigger::Default => {}
+    }
+    if !c.depends_on.is_empty() {
+        said.push(format!(
+            "{} declared dependencies (marked below)",
+            c.depends_on.len()
+        ));
+    }
+    if !said.is_empty() {
+        let _ = write!(html, "<p>.autodep.yml: {}</p>", escape(&said.join("; ")));
+    }
 }
 
 fn project_cascades(
