@@ -190,6 +190,11 @@ async fn doctor_names_each_broken_piece_with_the_fix() {
     let healthy = doctor(vec![]).await;
     assert_eq!(healthy.status.code(), Some(0), "{}", stdout(&healthy));
     assert!(!stdout(&healthy).contains("FAIL"), "{}", stdout(&healthy));
+    assert!(
+        stdout(&healthy).contains("ok    GraphQL: available"),
+        "{}",
+        stdout(&healthy)
+    );
 
     // The wrong registry host.
     let wrong = doctor(vec!["--registry".into(), "registry.example.com".into()]).await;

@@ -64,10 +64,7 @@ pub async fn run(g: &GlobalOptions, args: DoctorArgs) -> anyhow::Result<u8> {
     ok &= reachable;
     if reachable {
         ok &= report("token", &token(&s.gitlab).await);
-        ok &= report(
-            "GraphQL",
-            &Verdict::Skipped("not used by this version: the scan reads over REST".into()),
-        );
+        ok &= report("GraphQL", &graphql(&s.gitlab).await);
         ok &= report("registry", &registry(&s.gitlab, &s.registry).await);
         if let Some(url) = &args.webhook_url {
             ok &= report("webhooks", &webhooks(g, url).await);
@@ -129,6 +126,22 @@ async fn token(gitlab: &GitLab) -> Verdict {
         )),
         Some(d) => Verdict::Ok(format!("{:?} with api, expires in {d} days", info.name)),
         None => Verdict::Ok(format!("{:?} with api, no expiry", info.name)),
+    }
+}
+
+/// One page of one project: what every scan's page asks.
+async fn graphql(gitlab: &GitLab) -> Verdict {
+    let paths = [gitlab_docker_autodep::scan::DOCKERFILE_PATH.to_string()];
+    match gitlab.graphql_projects(1, None, &paths, None, None).await {
+        Ok(page) => Verdict::Ok(match page.complexity {
+            Some((score, limit)) => format!(
+                "available: scans read 100 projects per request (a one-project page costs {score} of {limit})"
+            ),
+            None => "available: scans read 100 projects per request".into(),
+        }),
+        Err(e) => Verdict::Warn(format!(
+            "not usable ({e}); scans fall back to REST, one request per project and file"
+        )),
     }
 }
 
