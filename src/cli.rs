@@ -90,6 +90,11 @@ pub struct GlobalOptions {
     #[arg(long, global = true, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
+    /// Longest wait for one GitLab answer. A GraphQL page that takes longer
+    /// is asked again at half the size.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
     /// Retries of a GitLab request after a 5xx, 429 or network error.
     #[arg(long, global = true, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub max_retries: u32,

@@ -224,3 +224,37 @@ async fn a_failing_page_is_asked_again_at_half_the_size() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_times_out_is_asked_again_at_half_the_size_at_once() {
+    let sim = instance().await;
+    let (expected, _) = graph(&sim, "graphql").await;
+    sim.set_faults(Faults {
+        latency_ms: None,
+        rules: vec![FaultRule {
+            count: Some(1),
+            ..FaultRule::new("graphql", FaultKind::HoldAfter { hold_ms: 3000 })
+        }],
+    });
+    sim.clear_requests();
+    let args = [
+        &["--api", "graphql", "--request-timeout", "1s"][..],
+        &PATHS,
+        &["graph", "--format", "json"],
+    ]
+    .concat();
+    let started = std::time::Instant::now();
+    let out = autodep(&sim, &args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "not retried at full size"
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["edges"], expected["edges"]);
+    assert!(
+        stderr(&out).contains("asking for 50 projects at a time"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -124,6 +124,7 @@ pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
     let mut config = ClientConfig::new(url, credential);
     config.concurrency = g.concurrency as usize;
     config.attempts = g.max_retries + 1;
+    config.timeout = g.request_timeout;
     config.max_file_bytes = g.max_dockerfile_size;
     if let Some(path) = &g.ca_cert {
         config.ca_cert =

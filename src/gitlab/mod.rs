@@ -177,6 +177,9 @@ pub struct GitLab {
     event_uuid: Option<String>,
 }
 
+/// Where GraphQL queries go, below `/api`.
+const GRAPHQL_PATH: &str = "/graphql";
+
 impl GitLab {
     pub fn new(config: ClientConfig) -> Result<GitLab, GitLabError> {
         let mut builder = reqwest::Client::builder()
@@ -251,7 +254,8 @@ impl GitLab {
             .await
     }
 
-    /// A GraphQL query: a POST that only reads, so retried like a GET.
+    /// A GraphQL query: a POST that only reads, so retried like a GET
+    /// (but for a timeout).
     async fn post_graphql(
         &self,
         body: &serde_json::Value,
@@ -259,7 +263,15 @@ impl GitLab {
     ) -> Result<String, GitLabError> {
         let url = format!("{}/graphql", self.api.trim_end_matches("/v4"));
         let (_, text) = self
-            .send_to(&url, Method::POST, "/graphql", &[], Some(body), limit, true)
+            .send_to(
+                &url,
+                Method::POST,
+                GRAPHQL_PATH,
+                &[],
+                Some(body),
+                limit,
+                true,
+            )
             .await?;
         Ok(text)
     }
@@ -352,7 +364,11 @@ impl GitLab {
                 }
                 Err(e) => {
                     self.stats.network_errors.fetch_add(1, Ordering::Relaxed);
-                    if !idempotent && !e.is_connect() {
+                    // A GraphQL page that times out is too big for GitLab
+                    // to answer in time: asking the same again only waits
+                    // again; the scan asks for a smaller page instead.
+                    let graphql_timeout = path == GRAPHQL_PATH && e.is_timeout();
+                    if (!idempotent && !e.is_connect()) || graphql_timeout {
                         return Err(GitLabError::NoAnswer {
                             path: path.to_string(),
                             detail: with_causes(&e),
