@@ -22,6 +22,8 @@ pub const CONFIG_FILE: &str = ".autodep.yml";
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 /// Entries per list.
 const MAX_ENTRIES: usize = 100;
+/// Dockerfile paths of one project.
+const MAX_DOCKERFILES: usize = 20;
 
 /// A project's configuration, as stored with its scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +137,12 @@ pub fn parse(text: &str) -> Result<ProjectConfig, ConfigError> {
     })?;
     let mut config = ProjectConfig::default();
     if let Some(list) = raw.dockerfiles {
-        check_count(list.value.len(), line(&list), "dockerfiles")?;
+        if list.value.len() > MAX_DOCKERFILES {
+            return Err(error(
+                line(&list),
+                format!("dockerfiles: more than {MAX_DOCKERFILES} paths"),
+            ));
+        }
         let mut paths = Vec::new();
         for p in &list.value {
             let clean = repo_path(&p.value).ok_or_else(|| {

@@ -231,3 +231,33 @@ async fn a_push_to_the_configuration_file_patches_the_server_s_graph() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_projects_own_paths_are_read_in_queries_within_gitlab_s_budget() {
+    let mut projects = vec![image_project("g/base", &[])];
+    for i in 0..50 {
+        projects.push(ok(ProjectSpec::new(&format!("g/svc{i:02}"))
+            .file(
+                ".autodep.yml",
+                &format!("dockerfiles: [svc{i:02}/Dockerfile]\n"),
+            )
+            .file(
+                &format!("svc{i:02}/Dockerfile"),
+                &format!("FROM {REG}/g/base\n"),
+            )));
+    }
+    let sim = start(projects).await;
+    let out = autodep(&sim, &["--api", "graphql", "deps", "g/base"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out).len(), 1 + 50, "{}", stdout(&out));
+    let graphql = sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "graphql")
+        .count();
+    assert_eq!(
+        graphql,
+        1 + 2,
+        "a page, then 50 paths in queries of at most 40"
+    );
+}

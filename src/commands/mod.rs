@@ -156,6 +156,14 @@ fn scan_options(g: &GlobalOptions, registry: &Registry) -> anyhow::Result<ScanOp
             dockerfiles.push(clean.to_string());
         }
     }
+    // With .autodep.yml, one more path per project is read in the same query.
+    if dockerfiles.len() >= scan::MAX_PATHS {
+        bail!(UsageError(format!(
+            "{} --dockerfile paths: at most {} fit in one scan query; list a project's own paths in its .autodep.yml instead",
+            dockerfiles.len(),
+            scan::MAX_PATHS - 1
+        )));
+    }
     let mut opts = ScanOptions::new(registry.primary());
     opts.search = g.match_keyword.clone();
     opts.dockerfiles = dockerfiles;

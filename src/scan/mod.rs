@@ -371,6 +371,8 @@ pub use rest::scan_project;
 mod graphql;
 mod rest;
 
+pub use graphql::MAX_PATHS;
+
 #[cfg(test)]
 mod tests {
     use super::*;
