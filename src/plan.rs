@@ -8,7 +8,7 @@ use petgraph::graph::NodeIndex;
 use serde::Serialize;
 
 use crate::config::Trigger;
-use crate::graph::{reachable, DependencyGraph, Target};
+use crate::graph::{reachable, Dependency, DependencyGraph, Target};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedTrigger {
@@ -30,6 +30,10 @@ pub struct PlannedTrigger {
     pub upstream: String,
     /// The reference in this project's Dockerfile.
     pub image: String,
+    /// Where it says so: `FROM` (or `depends_on`), file and line.
+    pub via: String,
+    pub file: String,
+    pub line: usize,
     /// Variables its `.autodep.yml` adds to its pipelines.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub variables: Vec<(String, String)>,
@@ -119,8 +123,8 @@ pub(crate) fn plan(g: &DependencyGraph, target: &Target, recurse: bool) -> Trigg
         }
     }
 
-    let direct_dep: HashMap<NodeIndex, String> =
-        direct.iter().map(|(n, d)| (*n, d.image.clone())).collect();
+    let direct_dep: HashMap<NodeIndex, Dependency> =
+        direct.iter().map(|(n, d)| (*n, d.clone())).collect();
     let mut waits: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();
     for n in &members {
         let mut w: Vec<NodeIndex> = if recurse {
@@ -173,17 +177,25 @@ pub(crate) fn plan(g: &DependencyGraph, target: &Target, recurse: bool) -> Trigg
         .into_iter()
         .map(|n| {
             let node = g.node(n);
-            let (upstream, image) = match direct_dep.get(&n) {
-                Some(image) => (g.describe(target), image.clone()),
+            let (upstream, dep) = match direct_dep.get(&n) {
+                Some(dep) => (g.describe(target), Some(dep.clone())),
                 None => {
                     let up = g
                         .upstreams(n)
                         .into_iter()
                         .find(|(u, d)| !d.pinned && members.contains(u))
-                        .map(|(u, d)| (g.node(u).path.clone(), d.image.clone()));
-                    up.unwrap_or_else(|| (g.describe(target), String::new()))
+                        .map(|(u, d)| (g.node(u).path.clone(), Some(d.clone())));
+                    up.unwrap_or_else(|| (g.describe(target), None))
                 }
             };
+            let dep = dep.unwrap_or_else(|| Dependency {
+                image: String::new(),
+                via: String::new(),
+                file: String::new(),
+                line: 0,
+                pinned: false,
+            });
+            let image = dep.image.clone();
             let (git_ref, variables) = match &node.trigger {
                 Trigger::With { git_ref, variables } => (
                     git_ref.clone(),
@@ -208,6 +220,9 @@ pub(crate) fn plan(g: &DependencyGraph, target: &Target, recurse: bool) -> Trigg
                 waits_for: waits[&n].clone(),
                 upstream,
                 image,
+                via: dep.via,
+                file: dep.file,
+                line: dep.line,
             }
         })
         .collect();
@@ -251,8 +266,16 @@ impl TriggerPlan {
                 } else {
                     String::new()
                 };
+                // Where it comes from, when not the root Dockerfile's FROM.
+                let place = if t.via == "depends_on" {
+                    format!(" (declared in {} line {})", t.file, t.line)
+                } else if !t.file.is_empty() && t.file != crate::scan::DOCKERFILE_PATH {
+                    format!(" ({} line {})", t.file, t.line)
+                } else {
+                    String::new()
+                };
                 out.push_str(&format!(
-                    "{prefix}{}{}{also}\n",
+                    "{prefix}{}{}{place}{also}\n",
                     if last { "└── " } else { "├── " },
                     t.project
                 ));

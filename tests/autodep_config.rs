@@ -116,6 +116,26 @@ async fn the_configuration_file_shapes_the_graph_the_same_over_both_apis() {
     }
     assert_eq!(seen[0], seen[1]);
 
+    // `deps` says where each dependency is written when it is not the
+    // root Dockerfile's FROM.
+    let deps = autodep(&sim, &["deps", "g/tools"]).await;
+    assert_eq!(
+        lines(&deps),
+        [
+            "g/tools",
+            "└── g/app (declared in .autodep.yml line 2)",
+            "    └── g/consumer"
+        ]
+    );
+    let deps = autodep(&sim, &["deps", "g/base"]).await;
+    assert!(
+        lines(&deps)
+            .iter()
+            .any(|l| l.ends_with("g/mono (services/api/Dockerfile line 1)")),
+        "{}",
+        stdout(&deps)
+    );
+
     // The image it publishes on Harbor is a target.
     let deps = autodep(&sim, &["deps", "harbor.example.com/team/app:9"]).await;
     assert_eq!(lines(&deps), ["g/app", "└── g/consumer"]);
