@@ -258,3 +258,28 @@ async fn a_page_that_times_out_is_asked_again_at_half_the_size_at_once() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn match_narrows_both_apis_to_the_same_projects() {
+    let sim = instance().await;
+    let mut seen = Vec::new();
+    for api in ["rest", "graphql"] {
+        let out = autodep(
+            &sim,
+            &["--api", api, "--match", "p00", "graph", "--format", "json"],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let graph: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut paths: Vec<String> = graph["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["path"].as_str().unwrap().to_string())
+            .collect();
+        paths.sort();
+        seen.push(paths);
+    }
+    assert_eq!(seen[0].len(), 10, "{:?}", seen[0]);
+    assert_eq!(seen[0], seen[1]);
+}
