@@ -15,6 +15,7 @@ pub mod image;
 pub mod plan;
 pub mod printable;
 pub mod rebuild;
+pub mod registry;
 pub mod scan;
 pub mod server;
 pub mod store;

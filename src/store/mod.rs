@@ -11,9 +11,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::scan::ScannedProject;
 
 mod cascades;
+mod digests;
 mod queue;
 
 pub use cascades::{CascadeTx, MemberPipeline, StoredCascade};
+pub use digests::{DigestChange, WatchedDigest};
 pub use queue::{Accepted, NewEvent, NewTrigger, PipelineFacts, StoredEvent, StoredTrigger};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,16 @@ CREATE TABLE IF NOT EXISTS cascades (
 );
 CREATE INDEX IF NOT EXISTS cascades_state ON cascades(state, id);
 -- Which cascades wait for a trigger's pipeline (several, when they joined).
+CREATE TABLE IF NOT EXISTS digests (
+    image TEXT NOT NULL,             -- registry/path:tag
+    platform TEXT NOT NULL,          -- os/arch[/variant]
+    digest TEXT NOT NULL,
+    previous TEXT,
+    first_seen TEXT NOT NULL,
+    checked_at TEXT NOT NULL,
+    changed_at TEXT,
+    PRIMARY KEY (image, platform)
+);
 CREATE TABLE IF NOT EXISTS attachments (
     trigger_id INTEGER NOT NULL,
     cascade_id INTEGER NOT NULL,
@@ -128,7 +140,7 @@ fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
 /// The layout this version writes, kept in SQLite's `user_version`.
 /// 1: events, triggers, projects (the first server); 2: retries, cascades,
 /// attachments, markers; 3: `projects.fetched_at`, `triggers_event`,
-/// `triggers.fired_at`.
+/// `triggers.fired_at`, `digests`.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// Brings a database written by an earlier version up to date: columns

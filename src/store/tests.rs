@@ -284,3 +284,42 @@ fn an_older_database_is_migrated_and_a_newer_one_refused_with_what_to_do() {
     assert!(text.contains("newer gitlab-docker-autodep"), "{text}");
     assert!(text.contains("--state-dir"), "{text}");
 }
+
+#[test]
+fn a_digest_is_first_seen_then_same_then_changed_with_the_previous_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = "docker.io/library/python:3.12-slim";
+    assert_eq!(
+        store
+            .record_digest(image, "linux/amd64", "sha256:a")
+            .unwrap(),
+        DigestChange::First
+    );
+    assert_eq!(
+        store
+            .record_digest(image, "linux/amd64", "sha256:a")
+            .unwrap(),
+        DigestChange::Same
+    );
+    // Another platform is its own row.
+    assert_eq!(
+        store
+            .record_digest(image, "linux/arm64", "sha256:x")
+            .unwrap(),
+        DigestChange::First
+    );
+    assert_eq!(
+        store
+            .record_digest(image, "linux/amd64", "sha256:b")
+            .unwrap(),
+        DigestChange::Changed {
+            previous: "sha256:a".into()
+        }
+    );
+    let watched = store.watched_digests().unwrap();
+    assert_eq!(watched.len(), 2);
+    assert_eq!(watched[0].digest, "sha256:b");
+    assert_eq!(watched[0].previous.as_deref(), Some("sha256:a"));
+    assert!(watched[0].changed_at.is_some());
+}
