@@ -192,6 +192,14 @@ pub enum Command {
     /// Run the webhook server: GitLab calls /webhook on pipeline and push events.
     Server(Box<ServerArgs>),
 
+    /// Check every external image tag the graph uses (another registry's,
+    /// e.g. python:3.12-slim) for a new digest on the platforms you build,
+    /// and rebuild what is built on each tag that changed, as `rebuild`
+    /// would. The first sighting of a tag is recorded and rebuilds nothing;
+    /// a registry that cannot be reached is reported and checked next time.
+    #[command(after_long_help = EXIT_HELP)]
+    Watch(WatchArgs),
+
     /// Set up or check the project webhooks the server needs.
     #[command(subcommand)]
     Hooks(HooksCommand),
@@ -225,6 +233,35 @@ pub enum Command {
 
     /// Print the man page (roff).
     Manpage,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// A platform you build for (`os/arch[/variant]`); repeat for more. An
+    /// update of another platform's image rebuilds nothing.
+    #[arg(
+        long = "platform",
+        value_name = "PLATFORM",
+        default_value = "linux/amd64"
+    )]
+    pub platforms: Vec<String>,
+
+    /// Where the digests seen are kept (env AUTODEP_STATE_DIR; default as
+    /// for `server`). Not the directory of a running server.
+    #[arg(long, env = "AUTODEP_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Say what changed and what would be rebuilt; trigger nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Rebuild the whole tree below each changed tag, in dependency order.
+    #[arg(long)]
+    pub recurse: bool,
+
+    /// How often to poll a pipeline's status with --recurse.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]

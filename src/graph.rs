@@ -508,6 +508,28 @@ impl DependencyGraph {
     pub fn plan(&self, target: &Target, recurse: bool) -> crate::plan::TriggerPlan {
         crate::plan::plan(self, target, recurse)
     }
+
+    /// The plan of an external image's tag: only the projects whose
+    /// reference names that tag (`latest` when none is written) start it.
+    pub fn plan_for_tag(&self, name: &str, tag: &str, recurse: bool) -> crate::plan::TriggerPlan {
+        let target = Target::External(name.to_string());
+        crate::plan::plan_where(self, &target, recurse, &|d| {
+            ImageRef::parse(&d.image).is_ok_and(|r| {
+                r.name() == name && r.tag.as_deref().unwrap_or("latest") == tag && !r.is_pinned()
+            })
+        })
+    }
+
+    /// Every external image tag in use and not pinned: `(name, tag)`.
+    pub fn external_tags(&self) -> std::collections::BTreeSet<(String, String)> {
+        self.external
+            .values()
+            .flatten()
+            .filter_map(|(_, d)| ImageRef::parse(&d.image).ok())
+            .filter(|r| !r.is_pinned())
+            .map(|r| (r.name(), r.tag.unwrap_or_else(|| "latest".into())))
+            .collect()
+    }
 }
 
 /// Projects reachable over triggerable edges, with their breadth-first

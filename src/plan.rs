@@ -56,11 +56,23 @@ pub struct TriggerPlan {
 }
 
 pub(crate) fn plan(g: &DependencyGraph, target: &Target, recurse: bool) -> TriggerPlan {
+    plan_where(g, target, recurse, &|_| true)
+}
+
+/// The plan of `target` starting only from the projects whose reference
+/// to it `first` accepts (a tag of an external image, say).
+pub(crate) fn plan_where(
+    g: &DependencyGraph,
+    target: &Target,
+    recurse: bool,
+    first: &dyn Fn(&crate::graph::Dependency) -> bool,
+) -> TriggerPlan {
     let target_node = match target {
         Target::Project(n) => Some(*n),
         Target::External(_) => None,
     };
-    let direct = g.dependents(target);
+    let mut direct = g.dependents(target);
+    direct.retain(|(_, d)| first(d));
     let mut skipped: BTreeMap<String, String> = BTreeMap::new();
     let mut start = Vec::new();
     for (n, dep) in &direct {

@@ -5,6 +5,7 @@ mod demo;
 mod doctor;
 mod hooks;
 mod server;
+mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -299,6 +300,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             let s = settings(&cli.global)?;
             server::serve(s, *args).await
         }
+        Command::Watch(args) => watch::run(&cli.global, args).await,
         Command::Hooks(HooksCommand::Sync(args)) => hooks::sync(&cli.global, args).await,
         Command::Hooks(HooksCommand::Status(args)) => hooks::status(&cli.global, args).await,
         Command::Doctor(args) => doctor::run(&cli.global, args).await,

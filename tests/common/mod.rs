@@ -8,6 +8,7 @@ use std::time::Duration;
 use gitlab_sim::{PipelineStatus, ProjectSpec, SimBuilder, Simulator};
 
 pub mod hostile;
+pub mod registry;
 pub mod server;
 
 pub const TOKEN: &str = "glpat-e2e";

@@ -1,0 +1,106 @@
+//! Watching external images: for every image tag the graph uses from
+//! another registry, the digest it has now on each platform built for,
+//! against the one seen last. A first sighting is recorded and triggers
+//! nothing; a change says from what to what; a registry that cannot be
+//! reached or asks to wait is reported and checked again next time.
+
+use std::collections::BTreeSet;
+
+use crate::image::ImageRef;
+use crate::registry::{Platform, RegistryClient};
+use crate::store::{DigestChange, Store, StoreError};
+
+/// What one check learned of one image tag on one platform.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// `registry/path`.
+    pub name: String,
+    pub tag: String,
+    pub platform: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    First {
+        digest: String,
+    },
+    Same,
+    Changed {
+        from: String,
+        to: String,
+    },
+    /// Not checked this time; why.
+    Unchecked {
+        error: String,
+    },
+}
+
+impl Observation {
+    pub fn image(&self) -> String {
+        format!("{}:{}", self.name, self.tag)
+    }
+}
+
+/// Checks every `(name, tag)` on every platform and records what it saw.
+pub async fn check(
+    client: &RegistryClient,
+    store: &Store,
+    tags: &BTreeSet<(String, String)>,
+    platforms: &[Platform],
+) -> Result<Vec<Observation>, StoreError> {
+    let mut seen = Vec::new();
+    for (name, tag) in tags {
+        let observe = |platform: String, outcome| Observation {
+            name: name.clone(),
+            tag: tag.clone(),
+            platform,
+            outcome,
+        };
+        let image = match ImageRef::parse(&format!("{name}:{tag}")) {
+            Ok(i) => i,
+            Err(e) => {
+                seen.push(observe(
+                    "*".into(),
+                    Outcome::Unchecked {
+                        error: e.to_string(),
+                    },
+                ));
+                continue;
+            }
+        };
+        match client.digests(&image, platforms).await {
+            Err(e) => seen.push(observe(
+                "*".into(),
+                Outcome::Unchecked {
+                    error: e.to_string(),
+                },
+            )),
+            Ok(digests) => {
+                for (platform, now) in digests {
+                    let key = format!("{name}:{tag}");
+                    let outcome =
+                        match store.record_digest(&key, &platform.to_string(), &now.digest)? {
+                            DigestChange::First => Outcome::First { digest: now.digest },
+                            DigestChange::Same => Outcome::Same,
+                            DigestChange::Changed { previous } => Outcome::Changed {
+                                from: previous,
+                                to: now.digest,
+                            },
+                        };
+                    seen.push(observe(platform.to_string(), outcome));
+                }
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// The image tags whose digest changed on some platform: each rebuilt once.
+pub fn changed(observations: &[Observation]) -> BTreeSet<(String, String)> {
+    observations
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Changed { .. }))
+        .map(|o| (o.name.clone(), o.tag.clone()))
+        .collect()
+}

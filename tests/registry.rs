@@ -1,0 +1,166 @@
+//! Image digests from a real registry (Debian's `docker-registry`, the
+//! CNCF distribution registry, started on 127.0.0.1 by the test): the
+//! client reads each platform's digest out of a multi-platform index, and
+//! `watch` rebuilds exactly the projects built on a tag whose image for
+//! the platforms they build really changed — once.
+
+mod common;
+
+use common::registry::Registry;
+use common::*;
+use gitlab_docker_autodep::image::ImageRef;
+use gitlab_docker_autodep::registry::{Platform, RegistryClient, RegistryError};
+use gitlab_sim::ProjectSpec;
+
+fn platforms(list: &[&str]) -> Vec<Platform> {
+    list.iter().map(|p| Platform::parse(p).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_platform_s_digest_is_read_out_of_an_index() {
+    if !have_tool("docker-registry") {
+        return;
+    }
+    let reg = Registry::start().await;
+    let (amd64, arm64) = reg
+        .publish_multi("library/python", "3.12-slim", "amd64 one", "arm64 one")
+        .await;
+    let client = RegistryClient::new(Default::default());
+    let image = ImageRef::parse(&format!("{}/library/python:3.12-slim", reg.host)).unwrap();
+    let got = client
+        .digests(&image, &platforms(&["linux/amd64", "linux/arm64/v8"]))
+        .await
+        .unwrap();
+    assert_eq!(got[0].1.digest, amd64);
+    assert_eq!(got[1].1.digest, arm64);
+
+    // A single-platform tag: its own digest, whatever the platform.
+    let single = reg.publish("team/tool", "1", "tool one").await;
+    let image = ImageRef::parse(&format!("{}/team/tool:1", reg.host)).unwrap();
+    let got = client
+        .digests(&image, &platforms(&["linux/amd64"]))
+        .await
+        .unwrap();
+    assert_eq!(got[0].1.digest, single);
+
+    // What is not there says so.
+    let missing = ImageRef::parse(&format!("{}/library/python:nope", reg.host)).unwrap();
+    assert!(matches!(
+        client.digests(&missing, &platforms(&["linux/amd64"])).await,
+        Err(RegistryError::NotFound { .. })
+    ));
+    let none = client
+        .digests(
+            &ImageRef::parse(&format!("{}/library/python:3.12-slim", reg.host)).unwrap(),
+            &platforms(&["linux/s390x"]),
+        )
+        .await;
+    assert!(
+        matches!(none, Err(RegistryError::NoPlatform { .. })),
+        "{none:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_rebuilds_a_tag_s_dependents_once_when_its_image_really_changed() {
+    if !have_tool("docker-registry") {
+        return;
+    }
+    let reg = Registry::start().await;
+    reg.publish_multi("library/python", "3.12-slim", "amd64 one", "arm64 one")
+        .await;
+    reg.publish_multi("library/python", "3.11", "old amd64", "old arm64")
+        .await;
+    let host = reg.host.clone();
+    let sim = start(vec![
+        image_project("g/api", &[]).dockerfile(&format!("FROM {host}/library/python:3.12-slim\n")),
+        image_project("g/below-api", &["g/api"]),
+        image_project("g/legacy", &[]).dockerfile(&format!("FROM {host}/library/python:3.11\n")),
+        ProjectSpec::new("g/docs").file("README.md", "no image\n"),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().display().to_string();
+    let watch = |extra: &'static [&'static str]| {
+        let sim = &sim;
+        let dir = dir.clone();
+        async move {
+            let mut args = vec![
+                "watch",
+                "--state-dir",
+                dir.as_str(),
+                "--poll-interval",
+                "50ms",
+            ];
+            args.extend_from_slice(extra);
+            autodep(sim, &args).await
+        }
+    };
+    // First sighting: recorded, nothing rebuilt.
+    let first = watch(&[]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains(&format!(
+            "first seen: {host}/library/python:3.12-slim (linux/amd64)"
+        )),
+        "{}",
+        stdout(&first)
+    );
+    assert!(triggered(&sim).is_empty());
+
+    // The same image pushed again: nothing.
+    reg.publish_multi("library/python", "3.12-slim", "amd64 one", "arm64 one")
+        .await;
+    let same = watch(&[]).await;
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+    assert!(!stdout(&same).contains("changed"), "{}", stdout(&same));
+    assert!(triggered(&sim).is_empty());
+
+    // Only the arm64 image changed: nothing for linux/amd64.
+    reg.publish_multi("library/python", "3.12-slim", "amd64 one", "arm64 two")
+        .await;
+    let arm = watch(&[]).await;
+    assert!(!stdout(&arm).contains("changed"), "{}", stdout(&arm));
+    assert!(triggered(&sim).is_empty());
+
+    // The amd64 image changed: its dependents' tree, once; the other tag's
+    // users are left alone.
+    reg.publish_multi("library/python", "3.12-slim", "amd64 two", "arm64 two")
+        .await;
+    let changed = watch(&["--recurse"]).await;
+    assert_eq!(changed.status.code(), Some(0), "{}", stderr(&changed));
+    let text = stdout(&changed);
+    assert!(
+        text.contains(&format!(
+            "digest of {host}/library/python:3.12-slim (linux/amd64) changed from sha256:"
+        )),
+        "{text}"
+    );
+    assert_eq!(triggered(&sim), ["g/api", "g/below-api"]);
+    // And seen once: the next run changes nothing.
+    let again = watch(&[]).await;
+    assert!(!stdout(&again).contains("changed"), "{}", stdout(&again));
+    assert_eq!(triggered(&sim), ["g/api", "g/below-api"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_registry_is_reported_and_not_fatal() {
+    let sim = start(vec![
+        image_project("g/api", &[]).dockerfile("FROM 127.0.0.1:9/library/python:3.12\n")
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let out = autodep(
+        &sim,
+        &["watch", "--state-dir", &state.path().display().to_string()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("cannot check 127.0.0.1:9/library/python:3.12: cannot reach the registry"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(triggered(&sim).is_empty());
+}
