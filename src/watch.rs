@@ -3,12 +3,16 @@
 //! against the one seen last. A first sighting is recorded and triggers
 //! nothing; a change says from what to what; a registry that cannot be
 //! reached or asks to wait is reported and checked again next time.
+//!
+//! [`observe`] only reads; [`remember`] records. Callers act on a change
+//! (queue or trigger the rebuild) before they remember it, so a crash in
+//! between repeats the change rather than losing it.
 
 use std::collections::BTreeSet;
 
 use crate::image::ImageRef;
 use crate::registry::{Platform, RegistryClient};
-use crate::store::{DigestChange, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What one check learned of one image tag on one platform.
 #[derive(Debug, Clone)]
@@ -42,8 +46,9 @@ impl Observation {
     }
 }
 
-/// Checks every `(name, tag)` on every platform and records what it saw.
-pub async fn check(
+/// Checks every `(name, tag)` on every platform against what was seen
+/// last; records nothing.
+pub async fn observe(
     client: &RegistryClient,
     store: &Store,
     tags: &BTreeSet<(String, String)>,
@@ -79,21 +84,33 @@ pub async fn check(
             Ok(digests) => {
                 for (platform, now) in digests {
                     let key = format!("{name}:{tag}");
-                    let outcome =
-                        match store.record_digest(&key, &platform.to_string(), &now.digest)? {
-                            DigestChange::First => Outcome::First { digest: now.digest },
-                            DigestChange::Same => Outcome::Same,
-                            DigestChange::Changed { previous } => Outcome::Changed {
-                                from: previous,
-                                to: now.digest,
-                            },
-                        };
+                    let outcome = match store.digest_of(&key, &platform.to_string())? {
+                        None => Outcome::First { digest: now.digest },
+                        Some(d) if d == now.digest => Outcome::Same,
+                        Some(from) => Outcome::Changed {
+                            from,
+                            to: now.digest,
+                        },
+                    };
                     seen.push(observe(platform.to_string(), outcome));
                 }
             }
         }
     }
     Ok(seen)
+}
+
+/// Records what was observed (after any change was acted on).
+pub fn remember(store: &Store, observations: &[Observation]) -> Result<(), StoreError> {
+    for o in observations {
+        let digest = match &o.outcome {
+            Outcome::First { digest } => digest,
+            Outcome::Changed { to, .. } => to,
+            Outcome::Same | Outcome::Unchecked { .. } => continue,
+        };
+        store.record_digest(&o.image(), &o.platform, digest)?;
+    }
+    Ok(())
 }
 
 /// The image tags whose digest changed on some platform: each rebuilt once.

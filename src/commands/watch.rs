@@ -31,7 +31,7 @@ pub async fn run(g: &GlobalOptions, args: WatchArgs) -> anyhow::Result<u8> {
     let (_, graph) = scan_and_build(&s, g.quiet).await?;
     let client = RegistryClient::new(Default::default());
     let tags = graph.external_tags();
-    let seen = watch::check(&client, &store, &tags, &platforms).await?;
+    let seen = watch::observe(&client, &store, &tags, &platforms).await?;
     let mut out = String::new();
     for o in &seen {
         let image = one_line(&o.image()).into_owned();
@@ -70,6 +70,11 @@ pub async fn run(g: &GlobalOptions, args: WatchArgs) -> anyhow::Result<u8> {
         };
         all_ok &= report.all_ok() || report.dry_run;
         print(&render_report(&report, false, args.recurse)?)?;
+    }
+    // Remembered once acted on: a run stopped before this sees the change
+    // again rather than losing it.
+    if !args.dry_run {
+        watch::remember(&store, &seen)?;
     }
     Ok(if all_ok {
         EXIT_OK

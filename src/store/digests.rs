@@ -75,6 +75,18 @@ impl Store {
         Ok(change)
     }
 
+    /// The digest last recorded for `image` on `platform`.
+    pub fn digest_of(&self, image: &str, platform: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT digest FROM digests WHERE image = ?1 AND platform = ?2",
+                params![image, platform],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Every watched image tag and platform, by name.
     pub fn watched_digests(&self) -> Result<Vec<WatchedDigest>, StoreError> {
         let conn = self.lock();
