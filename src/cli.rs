@@ -499,4 +499,19 @@ pub struct ServerArgs {
     /// this file, first line).
     #[arg(long, value_name = "FILE")]
     pub status_token_file: Option<PathBuf>,
+
+    /// Check the external images of the graph (another registry's, e.g.
+    /// python:3.12-slim) for a new digest this often, and rebuild what is
+    /// built on a tag that changed, as one cascade. Off by default.
+    #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+    pub watch_external: Option<Duration>,
+
+    /// A platform you build for (`os/arch[/variant]`); repeat for more.
+    /// An update of another platform's image rebuilds nothing.
+    #[arg(
+        long = "platform",
+        value_name = "PLATFORM",
+        default_value = "linux/amd64"
+    )]
+    pub platforms: Vec<String>,
 }

@@ -29,7 +29,9 @@ pub enum Outcome {
     First {
         digest: String,
     },
-    Same,
+    Same {
+        digest: String,
+    },
     Changed {
         from: String,
         to: String,
@@ -86,7 +88,7 @@ pub async fn observe(
                     let key = format!("{name}:{tag}");
                     let outcome = match store.digest_of(&key, &platform.to_string())? {
                         None => Outcome::First { digest: now.digest },
-                        Some(d) if d == now.digest => Outcome::Same,
+                        Some(d) if d == now.digest => Outcome::Same { digest: d },
                         Some(from) => Outcome::Changed {
                             from,
                             to: now.digest,
@@ -104,9 +106,9 @@ pub async fn observe(
 pub fn remember(store: &Store, observations: &[Observation]) -> Result<(), StoreError> {
     for o in observations {
         let digest = match &o.outcome {
-            Outcome::First { digest } => digest,
+            Outcome::First { digest } | Outcome::Same { digest } => digest,
             Outcome::Changed { to, .. } => to,
-            Outcome::Same | Outcome::Unchecked { .. } => continue,
+            Outcome::Unchecked { .. } => continue,
         };
         store.record_digest(&o.image(), &o.platform, digest)?;
     }

@@ -164,3 +164,99 @@ async fn an_unreachable_registry_is_reported_and_not_fatal() {
     );
     assert!(triggered(&sim).is_empty());
 }
+
+/// `autodep_digest_checks_total` on the server's metrics.
+async fn checks(server: &common::server::Server) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("autodep_digest_checks_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the watcher has checked `n` more times.
+async fn more_checks(server: &common::server::Server, n: u64) {
+    let from = checks(server).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while checks(server).await < from + n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher stopped checking"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_watching_external_images_rebuilds_a_changed_tag_s_tree_once() {
+    if !have_tool("docker-registry") {
+        return;
+    }
+    let reg = Registry::start().await;
+    reg.publish_multi("library/python", "3.12-slim", "amd64 one", "arm64 one")
+        .await;
+    let host = reg.host.clone();
+    let sim = start(vec![
+        image_project("g/api", &[]).dockerfile(&format!("FROM {host}/library/python:3.12-slim\n")),
+        image_project("g/below-api", &["g/api"]),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let server =
+        common::server::Server::start(&sim, state.path(), &["--watch-external", "200ms"]).await;
+    sim.add_webhook(
+        &format!("{}/webhook", server.url),
+        Some(common::server::SECRET),
+    );
+    more_checks(&server, 1).await;
+    let status = server.status().await;
+    assert_eq!(
+        status["watched"][0]["image"],
+        format!("{host}/library/python:3.12-slim")
+    );
+    assert!(
+        triggered(&sim).is_empty(),
+        "a first sighting rebuilds nothing"
+    );
+
+    // Identical, then arm64 only: nothing.
+    reg.publish_multi("library/python", "3.12-slim", "amd64 one", "arm64 one")
+        .await;
+    more_checks(&server, 2).await;
+    reg.publish_multi("library/python", "3.12-slim", "amd64 one", "arm64 two")
+        .await;
+    more_checks(&server, 2).await;
+    assert!(triggered(&sim).is_empty());
+
+    // amd64 changed: one cascade over the tree.
+    reg.publish_multi("library/python", "3.12-slim", "amd64 two", "arm64 two")
+        .await;
+    let status = server
+        .wait_until(
+            |s| {
+                s["cascades"].as_array().is_some_and(|c| !c.is_empty())
+                    && s["queue"]["running_cascades"] == 0
+            },
+            "the cascade finished",
+        )
+        .await;
+    let cascade = &status["cascades"][0];
+    assert!(
+        cascade["reason"].as_str().unwrap().contains(&format!(
+            "digest of {host}/library/python:3.12-slim (linux/amd64) changed from sha256:"
+        )),
+        "{cascade}"
+    );
+    more_checks(&server, 2).await;
+    assert_eq!(triggered(&sim), ["g/api", "g/below-api"]);
+    assert_eq!(
+        server.status().await["cascades"].as_array().unwrap().len(),
+        1
+    );
+}

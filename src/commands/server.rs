@@ -69,6 +69,8 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         reconcile_interval: args.reconcile_interval,
         max_running: args.max_running as usize,
         cascade_timeout: args.cascade_timeout,
+        watch_external: args.watch_external,
+        platforms: super::watch::platforms(&args.platforms)?,
         ..ServerConfig::new(listen, webhook_token, state_dir)
     };
     tracing::info!(state_dir = %config.state_dir.display(), "state directory");

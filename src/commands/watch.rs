@@ -13,15 +13,21 @@ use super::{
 };
 use crate::cli::{GlobalOptions, WatchArgs};
 
-pub async fn run(g: &GlobalOptions, args: WatchArgs) -> anyhow::Result<u8> {
+/// `--platform` values, each `os/arch[/variant]`.
+pub fn platforms(list: &[String]) -> anyhow::Result<Vec<Platform>> {
     let mut platforms = Vec::new();
-    for text in &args.platforms {
+    for text in list {
         platforms.push(Platform::parse(text).ok_or_else(|| {
             UsageError(format!(
                 "--platform {text:?} is not os/arch[/variant], e.g. linux/amd64"
             ))
         })?);
     }
+    Ok(platforms)
+}
+
+pub async fn run(g: &GlobalOptions, args: WatchArgs) -> anyhow::Result<u8> {
+    let platforms = platforms(&args.platforms)?;
     let s = settings(g)?;
     let dir = args
         .state_dir
@@ -40,7 +46,7 @@ pub async fn run(g: &GlobalOptions, args: WatchArgs) -> anyhow::Result<u8> {
                 "first seen: {image} ({}) {digest}; nothing rebuilt\n",
                 o.platform
             )),
-            Outcome::Same => tracing::info!("{image} ({}) unchanged", o.platform),
+            Outcome::Same { .. } => tracing::info!("{image} ({}) unchanged", o.platform),
             Outcome::Changed { from, to } => out.push_str(&format!(
                 "digest of {image} ({}) changed from {from} to {to}\n",
                 o.platform

@@ -64,6 +64,36 @@ pub(super) fn on_pipeline_event(
     Ok(outcome_text)
 }
 
+/// An external image tag changed (`--watch-external`): a cascade over
+/// everything built on that tag. `event.project_path` is `name:tag`.
+pub(super) fn on_digest_event(
+    tx: &mut CascadeTx,
+    view: &GraphView,
+    event: &StoredEvent,
+    accept_manual: bool,
+) -> Result<String, StoreError> {
+    let image = &event.project_path;
+    let split = image.rfind(':').filter(|i| !image[*i..].contains('/'));
+    let outcome = match split {
+        None => format!("{image} has no tag; nothing to do"),
+        Some(i) => {
+            let plan = view.graph.plan_for_tag(&image[..i], &image[i + 1..], true);
+            if plan.triggers.is_empty() {
+                format!("nothing is built on {image} any more")
+            } else {
+                let mut cascade = Cascade::from_plan(&plan, accept_manual);
+                let id = tx.create(0, image, &event.detail, &cascade)?;
+                let actions = cascade.start();
+                let queued = record(tx, id, &cascade, actions, event.id, None)?;
+                metrics::counter!("autodep_cascades_total").increment(1);
+                describe(id, &queued, &cascade)
+            }
+        }
+    };
+    tx.complete_event(event.id, &outcome)?;
+    Ok(outcome)
+}
+
 /// GitLab refused to create a trigger's pipeline for good: the cascades
 /// waiting for it prune below it.
 pub(super) fn on_trigger_failed(

@@ -13,6 +13,7 @@ mod listener;
 mod picture;
 mod status;
 mod views;
+mod watcher;
 pub mod webhook;
 mod worker;
 
@@ -74,6 +75,10 @@ pub struct ServerConfig {
     /// How scans read (API, Dockerfile paths, size cap); its search and
     /// registry host come from `match_keyword` and the registry.
     pub scan: scan::ScanOptions,
+    /// Check external images for a new digest this often.
+    pub watch_external: Option<Duration>,
+    /// The platforms built for: an update of another changes nothing.
+    pub platforms: Vec<crate::registry::Platform>,
 }
 
 impl ServerConfig {
@@ -101,6 +106,8 @@ impl ServerConfig {
             max_running: 20,
             cascade_timeout: Duration::from_secs(24 * 3600),
             scan: scan::ScanOptions::new(""),
+            watch_external: None,
+            platforms: vec![crate::registry::Platform::parse("linux/amd64").expect("a platform")],
         }
     }
 }
@@ -382,6 +389,12 @@ pub async fn start(
         stopped.clone(),
         worker::run,
     ));
+    let watcher = tokio::spawn(supervise(
+        "watcher",
+        app.clone(),
+        stopped.clone(),
+        watcher::run,
+    ));
     let limits = listener::Limits {
         max_connections: app.config.max_connections,
         header_read_timeout: app.config.header_read_timeout,
@@ -411,6 +424,7 @@ pub async fn start(
             let _ = status.await;
         }
         refresher.abort();
+        watcher.abort();
         worker.await.context("the worker failed")?;
         Ok(())
     });

@@ -101,6 +101,36 @@ fn cascades_html(html: &mut String, cascades: &[crate::store::StoredCascade]) {
     html.push_str("</table>");
 }
 
+/// The external images watched (`--watch-external`): digest per platform,
+/// last check, last change.
+async fn watched_html(html: &mut String, app: &Arc<AppState>, now: time::OffsetDateTime) {
+    let store = app.store.clone();
+    let Ok(Ok(watched)) = tokio::task::spawn_blocking(move || store.watched_digests()).await else {
+        return;
+    };
+    if watched.is_empty() {
+        return;
+    }
+    html.push_str("<h2>Watched images</h2><table><tr><th>image</th><th>platform</th><th>digest</th><th>checked</th><th>changed</th></tr>");
+    for w in &watched {
+        let short: String = w.digest.chars().take(19).collect();
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td title=\"{}\">{}…</td><td>{}</td><td>{}</td></tr>",
+            escape(&w.image),
+            escape(&w.platform),
+            escape(&w.digest),
+            escape(&short),
+            super::html::ago(&w.checked_at, now),
+            w.changed_at
+                .as_deref()
+                .map(|t| super::html::ago(t, now))
+                .unwrap_or_else(|| "never".into()),
+        );
+    }
+    html.push_str("</table>");
+}
+
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -246,6 +276,12 @@ pub async fn json(State(app): State<Arc<AppState>>) -> Response {
         .into_iter()
         .map(|(project, reason)| serde_json::json!({"project": project, "reason": reason}))
         .collect();
+    let store = app.store.clone();
+    let watched = tokio::task::spawn_blocking(move || store.watched_digests())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     axum::Json(serde_json::json!({
         "ready": app.is_ready(),
         "projects": view.graph.project_count(),
@@ -253,6 +289,7 @@ pub async fn json(State(app): State<Arc<AppState>>) -> Response {
         "rescans": app.rescans.load(Ordering::SeqCst),
         "queue": {"pending_events": pending, "queued_triggers": queued, "parked_events": parked, "running_cascades": running},
         "cascades": cascades,
+        "watched": watched,
         "skipped": skipped,
         "events": events,
         "triggers": triggers,
@@ -322,6 +359,7 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         html.push_str("</ul>");
     }
     cascades_html(&mut html, &cascades);
+    watched_html(&mut html, &app, now).await;
     html.push_str("<h2>Recent triggers</h2><table><tr><th>updated</th><th>project</th><th>state</th><th>pipeline</th><th>upstream</th><th>error</th></tr>");
     for t in &triggers {
         let pipeline = match (t.web_url.as_deref().and_then(safe_href), t.pipeline_id) {

@@ -347,6 +347,10 @@ async fn process_event(app: &Arc<AppState>, event: &StoredEvent) -> Result<Proce
             Ok(None)
         }
         "push" => refresh_project(app, event).await.map(Some),
+        "digest" => {
+            cascade_step(app, event).await;
+            Ok(None)
+        }
         other => Ok(Some(format!("{other} events are not used"))),
     }
 }
@@ -357,8 +361,9 @@ async fn cascade_step(app: &Arc<AppState>, event: &StoredEvent) {
     let accept_manual = app.config.accept_manual;
     let stored = event.clone();
     let step = blocking(move || {
-        store.with_cascades(|tx| {
-            super::cascades::on_pipeline_event(tx, &view, &registry, &stored, accept_manual)
+        store.with_cascades(|tx| match stored.kind.as_str() {
+            "digest" => super::cascades::on_digest_event(tx, &view, &stored, accept_manual),
+            _ => super::cascades::on_pipeline_event(tx, &view, &registry, &stored, accept_manual),
         })
     })
     .await;
