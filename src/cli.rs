@@ -514,4 +514,11 @@ pub struct ServerArgs {
         default_value = "linux/amd64"
     )]
     pub platforms: Vec<String>,
+
+    /// When a project's pipeline succeeds, start a cascade only if an image
+    /// tag others build on got a new digest on a platform you build for
+    /// (a pipeline that only ran tests, or rebuilt identical layers, then
+    /// rebuilds nothing; said in the event's outcome).
+    #[arg(long)]
+    pub only_if_digest_changed: bool,
 }

@@ -520,6 +520,17 @@ impl DependencyGraph {
         })
     }
 
+    /// The image tags of a project that others build on (as their
+    /// references name them, `latest` when no tag is written).
+    pub fn produced_tags(&self, n: NodeIndex) -> std::collections::BTreeSet<(String, String)> {
+        self.graph
+            .edges_directed(n, Direction::Outgoing)
+            .filter_map(|e| ImageRef::parse(&e.weight().image).ok())
+            .filter(|r| !r.is_pinned())
+            .map(|r| (r.name(), r.tag.unwrap_or_else(|| "latest".into())))
+            .collect()
+    }
+
     /// Every external image tag in use and not pinned: `(name, tag)`.
     pub fn external_tags(&self) -> std::collections::BTreeSet<(String, String)> {
         self.external

@@ -115,6 +115,40 @@ pub fn remember(store: &Store, observations: &[Observation]) -> Result<(), Store
     Ok(())
 }
 
+/// Whether what was observed is a reason to rebuild: a change, a first
+/// sighting (nothing to compare with) or a registry that could not say.
+/// `None` means every tag is known and unchanged; `Some` says why to go on.
+pub fn reason_to_rebuild(observations: &[Observation]) -> Option<String> {
+    if observations.is_empty() {
+        return Some("no image of it is used by name".into());
+    }
+    observations.iter().find_map(|o| match &o.outcome {
+        Outcome::Same { .. } => None,
+        Outcome::First { .. } => Some(format!(
+            "{} ({}) seen for the first time",
+            o.image(),
+            o.platform
+        )),
+        Outcome::Changed { from, to } => Some(format!(
+            "digest of {} ({}) changed from {from} to {to}",
+            o.image(),
+            o.platform
+        )),
+        Outcome::Unchecked { error } => {
+            Some(format!("{} could not be checked ({error})", o.image()))
+        }
+    })
+}
+
+/// The words for "nothing changed".
+pub fn unchanged(observations: &[Observation]) -> String {
+    let images: BTreeSet<String> = observations.iter().map(Observation::image).collect();
+    format!(
+        "the digests of {} are unchanged",
+        images.into_iter().collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// The image tags whose digest changed on some platform: each rebuilt once.
 pub fn changed(observations: &[Observation]) -> BTreeSet<(String, String)> {
     observations

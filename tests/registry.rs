@@ -260,3 +260,87 @@ async fn the_server_watching_external_images_rebuilds_a_changed_tag_s_tree_once(
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_success_that_published_nothing_new_starts_no_cascade_with_only_if_digest_changed() {
+    if !have_tool("docker-registry") {
+        return;
+    }
+    let reg = Registry::start().await;
+    reg.publish("g/base", "latest", "base one").await;
+    // GitLab's registry is the real one here: g/base's image lives there.
+    let host = reg.host.clone();
+    let sim = gitlab_sim::SimBuilder::new()
+        .token(TOKEN)
+        .registry_host(&host)
+        .projects(vec![
+            image_project("g/base", &[]),
+            image_project("g/app", &[]).dockerfile(&format!("FROM {host}/g/base:latest\n")),
+        ])
+        .start()
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let server = common::server::Server::start(
+        &sim,
+        state.path(),
+        &["--registry", &host, "--only-if-digest-changed"],
+    )
+    .await;
+    sim.add_webhook(
+        &format!("{}/webhook", server.url),
+        Some(common::server::SECRET),
+    );
+    let app_builds =
+        |sim: &gitlab_sim::Simulator| triggered(sim).iter().filter(|p| *p == "g/app").count();
+    let base_done = |n: usize| {
+        move |s: &serde_json::Value| {
+            s["events"].as_array().is_some_and(|events| {
+                events
+                    .iter()
+                    .filter(|e| {
+                        e["project_path"] == "g/base"
+                            && e["detail"].as_str().unwrap_or("").ends_with("success")
+                            && e["state"] == "done"
+                    })
+                    .count()
+                    >= n
+            }) && s["queue"]["running_cascades"] == 0
+                && s["queue"]["queued_triggers"] == 0
+        }
+    };
+    // First sighting: nothing to compare with, so the cascade runs.
+    sim.run_pipeline("g/base").unwrap();
+    server
+        .wait_until(base_done(1), "the first success handled")
+        .await;
+    assert!(
+        sim.wait_pipelines_settled(std::time::Duration::from_secs(30))
+            .await
+    );
+    assert_eq!(app_builds(&sim), 1);
+
+    // A pipeline that published nothing new: no cascade, and it says why.
+    sim.run_pipeline("g/base").unwrap();
+    let status = server
+        .wait_until(base_done(2), "the second success handled")
+        .await;
+    let said = status["events"].to_string();
+    assert!(
+        said.contains("are unchanged: no cascade (--only-if-digest-changed)"),
+        "{said}"
+    );
+    assert_eq!(app_builds(&sim), 1);
+
+    // A new image: the cascade runs.
+    reg.publish("g/base", "latest", "base two").await;
+    sim.run_pipeline("g/base").unwrap();
+    server
+        .wait_until(base_done(3), "the third success handled")
+        .await;
+    assert!(
+        sim.wait_pipelines_settled(std::time::Duration::from_secs(30))
+            .await
+    );
+    assert_eq!(app_builds(&sim), 2);
+}

@@ -70,6 +70,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         max_running: args.max_running as usize,
         cascade_timeout: args.cascade_timeout,
         watch_external: args.watch_external,
+        only_if_digest_changed: args.only_if_digest_changed,
         platforms: super::watch::platforms(&args.platforms)?,
         ..ServerConfig::new(listen, webhook_token, state_dir)
     };

@@ -22,12 +22,15 @@ use crate::store::{CascadeTx, NewTrigger, StoreError, StoredEvent};
 use super::GraphView;
 
 /// Applies a pipeline event; returns what happened, for the event's outcome.
+/// `unchanged`: with `--only-if-digest-changed`, why an outside success
+/// starts nothing (its images' digests did not change).
 pub(super) fn on_pipeline_event(
     tx: &mut CascadeTx,
     view: &GraphView,
     registry: &Registry,
     event: &StoredEvent,
     accept_manual: bool,
+    unchanged: Option<&str>,
 ) -> Result<String, StoreError> {
     let outcome_text = match &event.pipeline {
         None => "a pipeline event without its pipeline; nothing to do".to_string(),
@@ -50,9 +53,16 @@ pub(super) fn on_pipeline_event(
                         outcome,
                     },
                 )?,
-                (None, Some(Outcome::Succeeded)) => {
-                    start(tx, view, registry, event, accept_manual)?
-                }
+                (None, Some(Outcome::Succeeded)) => match unchanged {
+                    Some(why) => {
+                        metrics::counter!("autodep_cascades_skipped_total").increment(1);
+                        format!(
+                            "{} of {} succeeded, but {why}: no cascade (--only-if-digest-changed)",
+                            event.detail, event.project_path
+                        )
+                    }
+                    None => start(tx, view, registry, event, accept_manual)?,
+                },
                 _ => format!(
                     "pipeline {} of {} ({}) is not one of ours; nothing to do",
                     p.id, event.project_path, p.status

@@ -79,6 +79,9 @@ pub struct ServerConfig {
     pub watch_external: Option<Duration>,
     /// The platforms built for: an update of another changes nothing.
     pub platforms: Vec<crate::registry::Platform>,
+    /// An outside success starts a cascade only when an image tag others
+    /// build on got a new digest.
+    pub only_if_digest_changed: bool,
 }
 
 impl ServerConfig {
@@ -108,6 +111,7 @@ impl ServerConfig {
             scan: scan::ScanOptions::new(""),
             watch_external: None,
             platforms: vec![crate::registry::Platform::parse("linux/amd64").expect("a platform")],
+            only_if_digest_changed: false,
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct AppState {
     pub store: Store,
     pub gitlab: GitLab,
     pub registry: Registry,
+    /// Reads image digests (`--watch-external`, `--only-if-digest-changed`).
+    pub registry_client: crate::registry::RegistryClient,
     pub config: ServerConfig,
     pub webhook_token: Option<String>,
     graph: RwLock<Arc<GraphView>>,
@@ -351,6 +357,7 @@ pub async fn start(
         graph: RwLock::new(Arc::new(GraphView::new(BTreeMap::new(), &registry))),
         graph_writer: Mutex::new(()),
         rescans: Default::default(),
+        registry_client: crate::registry::RegistryClient::new(Default::default()),
         registry,
         ready: AtomicBool::new(false),
         tasks_down: AtomicUsize::new(0),

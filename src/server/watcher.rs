@@ -16,10 +16,9 @@ pub async fn run(app: Arc<AppState>, mut stopped: tokio::sync::watch::Receiver<b
         let _ = stopped.wait_for(|s| *s).await;
         return;
     };
-    let client = RegistryClient::new(Default::default());
     loop {
         if app.has_graph() {
-            check_once(&app, &client).await;
+            check_once(&app, &app.registry_client).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -355,16 +355,68 @@ async fn process_event(app: &Arc<AppState>, event: &StoredEvent) -> Result<Proce
     }
 }
 
-/// A pipeline event advances (or starts) cascades, in one transaction.
+/// With `--only-if-digest-changed`, a project's success: the digests of
+/// the image tags others build on, against those seen before. `Some(why)`
+/// when none changed; the observations to remember once the step is done.
+async fn digest_check(
+    app: &Arc<AppState>,
+    event: &StoredEvent,
+) -> (Option<String>, Vec<crate::watch::Observation>) {
+    let success = event
+        .pipeline
+        .as_ref()
+        .is_some_and(|p| p.status == "success");
+    if !app.config.only_if_digest_changed || !success {
+        return (None, Vec::new());
+    }
+    let view = app.graph();
+    let Some(n) = view.graph.node_by_id(event.project_id) else {
+        return (None, Vec::new());
+    };
+    let tags = view.graph.produced_tags(n);
+    let observed = crate::watch::observe(
+        &app.registry_client,
+        &app.store,
+        &tags,
+        &app.config.platforms,
+    )
+    .await
+    .unwrap_or_default();
+    match crate::watch::reason_to_rebuild(&observed) {
+        Some(why) => {
+            tracing::info!(project = %event.project_path, "rebuilding: {why}");
+            (None, observed)
+        }
+        None => (Some(crate::watch::unchanged(&observed)), observed),
+    }
+}
+
+/// A pipeline or digest event advances (or starts) cascades, in one
+/// transaction.
 async fn cascade_step(app: &Arc<AppState>, event: &StoredEvent) {
+    let (unchanged, observed) = digest_check(app, event).await;
     let (store, view, registry) = (app.store.clone(), app.graph(), app.registry.clone());
     let accept_manual = app.config.accept_manual;
     let stored = event.clone();
     let step = blocking(move || {
-        store.with_cascades(|tx| match stored.kind.as_str() {
+        let outcome = store.with_cascades(|tx| match stored.kind.as_str() {
             "digest" => super::cascades::on_digest_event(tx, &view, &stored, accept_manual),
-            _ => super::cascades::on_pipeline_event(tx, &view, &registry, &stored, accept_manual),
-        })
+            _ => super::cascades::on_pipeline_event(
+                tx,
+                &view,
+                &registry,
+                &stored,
+                accept_manual,
+                unchanged.as_deref(),
+            ),
+        });
+        // Remembered after the step: a crash in between sees it again.
+        if outcome.is_ok() {
+            if let Err(e) = crate::watch::remember(&store, &observed) {
+                tracing::warn!("cannot record the digests seen: {e}");
+            }
+        }
+        outcome
     })
     .await;
     match step {
