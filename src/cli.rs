@@ -386,6 +386,29 @@ pub struct RebuildArgs {
     /// Do not send AUTODEP_* variables with the pipelines.
     #[arg(long)]
     pub no_variables: bool,
+
+    /// Trigger only if IMAGE's digest changed since the last check on a
+    /// platform you build for (the tags others build on, or the tag given);
+    /// the digests seen are kept in --state-dir. A first check rebuilds.
+    #[arg(long)]
+    pub if_changed: bool,
+
+    /// Where --if-changed keeps the digests seen (env AUTODEP_STATE_DIR).
+    #[arg(
+        long,
+        env = "AUTODEP_STATE_DIR",
+        value_name = "DIR",
+        requires = "if_changed"
+    )]
+    pub state_dir: Option<PathBuf>,
+
+    /// A platform you build for, with --if-changed; repeat for more.
+    #[arg(
+        long = "platform",
+        value_name = "PLATFORM",
+        default_value = "linux/amd64"
+    )]
+    pub platforms: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -344,3 +344,48 @@ async fn a_success_that_published_nothing_new_starts_no_cascade_with_only_if_dig
     );
     assert_eq!(app_builds(&sim), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rebuild_if_changed_triggers_only_when_the_image_really_changed() {
+    if !have_tool("docker-registry") {
+        return;
+    }
+    let reg = Registry::start().await;
+    reg.publish_multi("library/python", "3.12-slim", "amd64 one", "arm64 one")
+        .await;
+    let host = reg.host.clone();
+    let sim =
+        start(vec![image_project("g/api", &[]).dockerfile(&format!(
+            "FROM {host}/library/python:3.12-slim\n"
+        ))])
+        .await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().display().to_string();
+    let image = format!("{host}/library/python:3.12-slim");
+    let rebuild = || {
+        let (sim, dir, image) = (&sim, dir.clone(), image.clone());
+        async move {
+            autodep(
+                sim,
+                &["rebuild", "--if-changed", "--state-dir", &dir, &image],
+            )
+            .await
+        }
+    };
+    let first = rebuild().await;
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(triggered(&sim), ["g/api"], "a first check rebuilds");
+    let same = rebuild().await;
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+    assert!(
+        stderr(&same).contains("are unchanged; nothing rebuilt (--if-changed)"),
+        "{}",
+        stderr(&same)
+    );
+    assert_eq!(triggered(&sim), ["g/api"]);
+    reg.publish_multi("library/python", "3.12-slim", "amd64 two", "arm64 one")
+        .await;
+    let changed = rebuild().await;
+    assert_eq!(changed.status.code(), Some(0), "{}", stderr(&changed));
+    assert_eq!(triggered(&sim), ["g/api", "g/api"]);
+}

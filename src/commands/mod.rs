@@ -369,6 +369,20 @@ async fn rebuild_command(global: &GlobalOptions, args: RebuildArgs) -> anyhow::R
     let target = graph
         .target(&args.image)
         .map_err(|e| UsageError(e.to_string()))?;
+    let check = if args.if_changed {
+        match digest_check(&args, &graph, &target).await? {
+            DigestCheck::Unchanged(why) => {
+                eprintln!(
+                    "{}: {why}; nothing rebuilt (--if-changed)",
+                    one_line(&args.image)
+                );
+                return Ok(report_incomplete(&scan));
+            }
+            DigestCheck::Go(check) => Some(check),
+        }
+    } else {
+        None
+    };
     let plan = graph.plan(&target, args.recurse);
     for skipped in &plan.skipped {
         tracing::info!("{}: {}; not triggered", skipped.project, skipped.reason);
@@ -404,12 +418,67 @@ async fn rebuild_command(global: &GlobalOptions, args: RebuildArgs) -> anyhow::R
             if why.is_empty() { "" } else { ": " }
         );
     }
+    if let (Some((store, seen)), false) = (check, args.dry_run) {
+        gitlab_docker_autodep::watch::remember(&store, &seen)?;
+    }
     let scan_status = report_incomplete(&scan);
     Ok(if !report.all_ok() && !report.dry_run {
         EXIT_PIPELINE_FAILED
     } else {
         scan_status
     })
+}
+
+enum DigestCheck {
+    Unchanged(String),
+    /// Go on; remember these once triggered.
+    Go(
+        (
+            gitlab_docker_autodep::store::Store,
+            Vec<gitlab_docker_autodep::watch::Observation>,
+        ),
+    ),
+}
+
+/// `rebuild --if-changed`: the digests of the target's image tags (those
+/// others build on, or the one given) against those seen last.
+async fn digest_check(
+    args: &RebuildArgs,
+    graph: &DependencyGraph,
+    target: &gitlab_docker_autodep::graph::Target,
+) -> anyhow::Result<DigestCheck> {
+    use gitlab_docker_autodep::graph::Target;
+    let platforms = watch::platforms(&args.platforms)?;
+    let dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(gitlab_docker_autodep::server::default_state_dir);
+    let store = gitlab_docker_autodep::store::Store::open(&dir)?;
+    let given = gitlab_docker_autodep::image::ImageRef::parse(&args.image)
+        .ok()
+        .and_then(|r| r.tag);
+    let mut tags = match target {
+        Target::Project(n) => graph.produced_tags(*n),
+        Target::External(name) => graph
+            .external_tags()
+            .into_iter()
+            .filter(|(n, _)| n == name)
+            .collect(),
+    };
+    if let Some(tag) = given {
+        tags.retain(|(_, t)| *t == tag);
+    }
+    let client = gitlab_docker_autodep::registry::RegistryClient::new(Default::default());
+    let seen = gitlab_docker_autodep::watch::observe(&client, &store, &tags, &platforms).await?;
+    Ok(
+        match gitlab_docker_autodep::watch::reason_to_rebuild(&seen) {
+            None => DigestCheck::Unchanged(gitlab_docker_autodep::watch::unchanged(&seen)),
+            Some(why) => {
+                tracing::info!("rebuilding: {why}");
+                DigestCheck::Go((store, seen))
+            }
+        },
+    )
 }
 
 /// Lines (`path`, or `path status url` when waited for) or JSON.
