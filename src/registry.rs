@@ -182,10 +182,20 @@ pub fn select_platform(index_json: &[u8], platform: &Platform) -> Option<String>
 }
 
 /// Credentials for one registry host (user and password or token).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Credentials {
     pub user: String,
     pub secret: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, secret: <hidden> }}",
+            self.user
+        )
+    }
 }
 
 /// The client: one HTTP stack, bearer tokens cached per host and scope.

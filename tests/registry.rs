@@ -389,3 +389,70 @@ async fn rebuild_if_changed_triggers_only_when_the_image_really_changed() {
     assert_eq!(changed.status.code(), Some(0), "{}", stderr(&changed));
     assert_eq!(triggered(&sim), ["g/api", "g/api"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gitlab_s_registry_with_token_auth_is_read_with_the_gitlab_token() {
+    if !have_tool("docker-registry") {
+        return;
+    }
+    let port = common::registry::free_port();
+    let host = format!("127.0.0.1:{port}");
+    let sim = gitlab_sim::SimBuilder::new()
+        .token(TOKEN)
+        .registry_host(&host)
+        .projects(vec![
+            image_project("g/base", &[]),
+            image_project("g/app", &[]).dockerfile(&format!("FROM {host}/g/base:latest\n")),
+        ])
+        .start()
+        .await
+        .unwrap();
+    // The registry sends clients to GitLab for a token, as GitLab sets it up.
+    let reg = Registry::start_at(
+        port,
+        Some(common::registry::TokenAuth {
+            realm: format!("{}/jwt/auth", sim.url()),
+            cert_pem: sim.registry_token_cert_pem().to_string(),
+            push_token: TOKEN.to_string(),
+        }),
+    )
+    .await;
+    reg.publish("g/base", "latest", "base one").await;
+
+    // Without credentials: GitLab's token grants nothing, the registry refuses.
+    let anonymous = RegistryClient::new(Default::default());
+    let image = ImageRef::parse(&format!("{host}/g/base:latest")).unwrap();
+    let refused = anonymous
+        .digests(&image, &platforms(&["linux/amd64"]))
+        .await;
+    assert!(
+        matches!(refused, Err(RegistryError::Denied { .. })),
+        "{refused:?}"
+    );
+
+    // The tool reads it with the GitLab token: a second check knows the
+    // digest and rebuilds nothing.
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().display().to_string();
+    let args = [
+        "--registry",
+        host.as_str(),
+        "rebuild",
+        "--if-changed",
+        "--state-dir",
+        dir.as_str(),
+        "g/base",
+    ];
+    let first = autodep(&sim, &args).await;
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(triggered(&sim), ["g/app"]);
+    let second = autodep(&sim, &args).await;
+    assert!(
+        stderr(&second).contains(&format!(
+            "the digests of {host}/g/base:latest are unchanged"
+        )),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(triggered(&sim), ["g/app"]);
+}

@@ -7,6 +7,7 @@ mod hooks;
 mod server;
 mod watch;
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use gitlab_docker_autodep::graph::DependencyGraph;
 use gitlab_docker_autodep::image::Registry;
 use gitlab_docker_autodep::printable::one_line;
 use gitlab_docker_autodep::rebuild::{self, RebuildOptions, RebuildReport};
+use gitlab_docker_autodep::registry::Credentials;
 use gitlab_docker_autodep::scan::{self, Api, DockerfileState, Progress, Scan, ScanOptions};
 
 use crate::cli::{ApiChoice, Cli, Command, GlobalOptions, GraphFormat, HooksCommand, RebuildArgs};
@@ -56,6 +58,8 @@ pub struct Settings {
     pub registry: Registry,
     pub match_keyword: Option<String>,
     pub scan: ScanOptions,
+    /// For GitLab's own registry: the GitLab token, as `docker login` takes it.
+    pub registry_credentials: HashMap<String, Credentials>,
 }
 
 pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
@@ -122,6 +126,21 @@ pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
         Registry::new(&g.registries)
             .ok_or_else(|| UsageError("--registry needs a host name".into()))?
     };
+    let (user, secret) = match &credential {
+        Credential::Token(t) => ("gitlab-docker-autodep", t.clone()),
+        Credential::JobToken(t) => ("gitlab-ci-token", t.clone()),
+    };
+    let registry_credentials = registry
+        .hosts()
+        .iter()
+        .map(|h| {
+            let c = Credentials {
+                user: user.to_string(),
+                secret: secret.clone(),
+            };
+            (h.clone(), c)
+        })
+        .collect();
     let mut config = ClientConfig::new(url, credential);
     config.concurrency = g.concurrency as usize;
     config.attempts = g.max_retries + 1;
@@ -140,6 +159,7 @@ pub fn settings(g: &GlobalOptions) -> anyhow::Result<Settings> {
         registry,
         match_keyword: g.match_keyword.clone(),
         scan,
+        registry_credentials,
     })
 }
 
@@ -370,7 +390,7 @@ async fn rebuild_command(global: &GlobalOptions, args: RebuildArgs) -> anyhow::R
         .target(&args.image)
         .map_err(|e| UsageError(e.to_string()))?;
     let check = if args.if_changed {
-        match digest_check(&args, &graph, &target).await? {
+        match digest_check(&s.registry_credentials, &args, &graph, &target).await? {
             DigestCheck::Unchanged(why) => {
                 eprintln!(
                     "{}: {why}; nothing rebuilt (--if-changed)",
@@ -443,6 +463,7 @@ enum DigestCheck {
 /// `rebuild --if-changed`: the digests of the target's image tags (those
 /// others build on, or the one given) against those seen last.
 async fn digest_check(
+    credentials: &HashMap<String, Credentials>,
     args: &RebuildArgs,
     graph: &DependencyGraph,
     target: &gitlab_docker_autodep::graph::Target,
@@ -468,7 +489,7 @@ async fn digest_check(
     if let Some(tag) = given {
         tags.retain(|(_, t)| *t == tag);
     }
-    let client = gitlab_docker_autodep::registry::RegistryClient::new(Default::default());
+    let client = gitlab_docker_autodep::registry::RegistryClient::new(credentials.clone());
     let seen = gitlab_docker_autodep::watch::observe(&client, &store, &tags, &platforms).await?;
     Ok(
         match gitlab_docker_autodep::watch::reason_to_rebuild(&seen) {

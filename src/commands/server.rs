@@ -71,6 +71,7 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         cascade_timeout: args.cascade_timeout,
         watch_external: args.watch_external,
         only_if_digest_changed: args.only_if_digest_changed,
+        registry_credentials: s.registry_credentials.clone(),
         platforms: super::watch::platforms(&args.platforms)?,
         ..ServerConfig::new(listen, webhook_token, state_dir)
     };

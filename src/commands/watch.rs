@@ -35,7 +35,7 @@ pub async fn run(g: &GlobalOptions, args: WatchArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(gitlab_docker_autodep::server::default_state_dir);
     let store = Store::open(&dir)?;
     let (_, graph) = scan_and_build(&s, g.quiet).await?;
-    let client = RegistryClient::new(Default::default());
+    let client = RegistryClient::new(s.registry_credentials.clone());
     let tags = graph.external_tags();
     let seen = watch::observe(&client, &store, &tags, &platforms).await?;
     let mut out = String::new();

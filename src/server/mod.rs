@@ -82,6 +82,8 @@ pub struct ServerConfig {
     /// An outside success starts a cascade only when an image tag others
     /// build on got a new digest.
     pub only_if_digest_changed: bool,
+    /// Credentials per registry host (GitLab's: the GitLab token).
+    pub registry_credentials: std::collections::HashMap<String, crate::registry::Credentials>,
 }
 
 impl ServerConfig {
@@ -112,6 +114,7 @@ impl ServerConfig {
             watch_external: None,
             platforms: vec![crate::registry::Platform::parse("linux/amd64").expect("a platform")],
             only_if_digest_changed: false,
+            registry_credentials: Default::default(),
         }
     }
 }
@@ -357,7 +360,7 @@ pub async fn start(
         graph: RwLock::new(Arc::new(GraphView::new(BTreeMap::new(), &registry))),
         graph_writer: Mutex::new(()),
         rescans: Default::default(),
-        registry_client: crate::registry::RegistryClient::new(Default::default()),
+        registry_client: crate::registry::RegistryClient::new(config.registry_credentials.clone()),
         registry,
         ready: AtomicBool::new(false),
         tasks_down: AtomicUsize::new(0),

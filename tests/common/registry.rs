@@ -20,10 +20,21 @@ pub struct Registry {
     /// `127.0.0.1:PORT`, as image names write it.
     pub host: String,
     http: reqwest::Client,
+    /// With token auth: the credentials the pushes get tokens with.
+    push_credentials: Option<(String, String)>,
+}
+
+/// Token auth as GitLab sets it up: the registry sends clients to GitLab's
+/// `/jwt/auth` and trusts the certificate its tokens are signed with.
+pub struct TokenAuth {
+    pub realm: String,
+    pub cert_pem: String,
+    /// A token allowed to push, for the test's own uploads.
+    pub push_token: String,
 }
 
 /// A free port on loopback (bound, then released for the registry).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -38,17 +49,29 @@ fn sha(bytes: &[u8]) -> String {
 impl Registry {
     /// Starts `docker-registry serve` and waits until `/v2/` answers.
     pub async fn start() -> Registry {
+        Registry::start_at(free_port(), None).await
+    }
+
+    /// Starts it on `port`, with token auth when given.
+    pub async fn start_at(port: u16, auth: Option<TokenAuth>) -> Registry {
         let storage = tempfile::tempdir().unwrap();
-        let port = free_port();
         let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.path().join("data").display()
+        );
+        let mut push_credentials = None;
+        if let Some(auth) = auth {
+            let bundle = storage.path().join("token-signer.pem");
+            std::fs::write(&bundle, &auth.cert_pem).unwrap();
+            text.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: container_registry\n    issuer: gitlab-issuer\n    rootcertbundle: {}\n",
+                auth.realm,
+                bundle.display()
+            ));
+            push_credentials = Some(("autodep".to_string(), auth.push_token));
+        }
+        std::fs::write(&config, text).unwrap();
         let child = tokio::process::Command::new(binary())
             .arg("serve")
             .arg(&config)
@@ -62,11 +85,13 @@ impl Registry {
             _storage: storage,
             host: format!("127.0.0.1:{port}"),
             http: reqwest::Client::new(),
+            push_credentials,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = registry.http.get(registry.url("/v2/")).send().await {
-                if r.status().is_success() {
+                // 401: up, and asking for a token.
+                if r.status().is_success() || r.status() == 401 {
                     return registry;
                 }
             }
@@ -79,15 +104,53 @@ impl Registry {
         format!("http://{}{path}", self.host)
     }
 
+    /// Sends a request; on a token challenge, gets a token with the push
+    /// credentials and sends it again.
+    async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        let again = request.try_clone().expect("a request with a plain body");
+        let first = request.send().await.unwrap();
+        if first.status() != 401 {
+            return first;
+        }
+        let (user, secret) = self
+            .push_credentials
+            .clone()
+            .expect("the registry asks for a token but no credentials were given");
+        let challenge = first.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let params = gitlab_docker_autodep::registry::parse_challenge(&challenge).unwrap();
+        let token: serde_json::Value = self
+            .http
+            .get(&params["realm"])
+            .query(&[
+                ("service", params["service"].as_str()),
+                ("scope", params["scope"].as_str()),
+            ])
+            .basic_auth(user, Some(secret))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        again
+            .bearer_auth(token["token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Uploads a blob in one PUT; returns its digest.
     pub async fn blob(&self, name: &str, bytes: &[u8]) -> String {
         let digest = sha(bytes);
         let started = self
-            .http
-            .post(self.url(&format!("/v2/{name}/blobs/uploads/")))
-            .send()
-            .await
-            .unwrap();
+            .send(
+                self.http
+                    .post(self.url(&format!("/v2/{name}/blobs/uploads/"))),
+            )
+            .await;
         assert_eq!(started.status(), 202, "upload start");
         let location = started.headers()["location"].to_str().unwrap().to_string();
         let location = if location.starts_with("http") {
@@ -97,13 +160,13 @@ impl Registry {
         };
         let sep = if location.contains('?') { '&' } else { '?' };
         let done = self
-            .http
-            .put(format!("{location}{sep}digest={digest}"))
-            .header("content-type", "application/octet-stream")
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap();
+            .send(
+                self.http
+                    .put(format!("{location}{sep}digest={digest}"))
+                    .header("content-type", "application/octet-stream")
+                    .body(bytes.to_vec()),
+            )
+            .await;
         assert_eq!(done.status(), 201, "upload of {digest}");
         digest
     }
@@ -111,13 +174,13 @@ impl Registry {
     /// Puts a manifest under a tag (or digest); returns its digest.
     pub async fn manifest(&self, name: &str, reference: &str, media: &str, body: &[u8]) -> String {
         let r = self
-            .http
-            .put(self.url(&format!("/v2/{name}/manifests/{reference}")))
-            .header("content-type", media)
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
+            .send(
+                self.http
+                    .put(self.url(&format!("/v2/{name}/manifests/{reference}")))
+                    .header("content-type", media)
+                    .body(body.to_vec()),
+            )
+            .await;
         assert_eq!(
             r.status(),
             201,

@@ -20,6 +20,7 @@ mod graphql;
 mod hooks;
 mod paging;
 pub mod project_hooks;
+pub mod registry_auth;
 pub mod seed;
 pub mod world;
 
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     /// Answers a `HoldAfter` fault is holding or has held: each was
     /// computed before it was counted.
     held: std::sync::atomic::AtomicU64,
+    /// Signs the container registry's tokens (`/jwt/auth`).
+    token_signer: registry_auth::TokenSigner,
 }
 
 impl Shared {
@@ -190,12 +193,14 @@ impl SimBuilder {
                 .context("cannot build the webhook HTTP client")?,
             started: std::time::Instant::now(),
             held: Default::default(),
+            token_signer: registry_auth::TokenSigner::new()?,
         });
         let _ = shared.base_url.set(format!("http://{addr}"));
         let app = Router::new()
             .merge(api::routes())
             .merge(project_hooks::routes())
             .merge(graphql::routes())
+            .merge(registry_auth::routes())
             .merge(control::routes())
             .fallback(api::not_found)
             .layer(axum::middleware::from_fn_with_state(
@@ -273,6 +278,12 @@ impl Simulator {
 
     pub fn hook_deliveries(&self) -> Vec<HookDelivery> {
         self.shared.hook_log.lock().expect("hook log lock").clone()
+    }
+
+    /// The certificate a registry must trust (`auth.token.rootcertbundle`)
+    /// to accept the tokens of this simulator's `/jwt/auth`.
+    pub fn registry_token_cert_pem(&self) -> &str {
+        &self.shared.token_signer.cert_pem
     }
 
     /// How many answers a `HoldAfter` fault has computed and held back.
