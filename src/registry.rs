@@ -77,7 +77,7 @@ pub enum RegistryError {
         image: String,
         tag: String,
     },
-    #[error("the registry {host} asks to wait (429){}; checked again later", retry_after.map(|s| format!(", {s} s")).unwrap_or_default())]
+    #[error("the registry {host} asks to wait (429){}", retry_after.map(|s| format!(", {s} s")).unwrap_or_default())]
     RateLimited {
         host: String,
         retry_after: Option<u64>,

@@ -57,6 +57,8 @@ pub async fn observe(
     platforms: &[Platform],
 ) -> Result<Vec<Observation>, StoreError> {
     let mut seen = Vec::new();
+    // A registry that asked to wait is not asked again this round.
+    let mut waiting: BTreeSet<String> = BTreeSet::new();
     for (name, tag) in tags {
         let observe = |platform: String, outcome| Observation {
             name: name.clone(),
@@ -76,13 +78,22 @@ pub async fn observe(
                 continue;
             }
         };
+        if waiting.contains(&image.registry) {
+            let error = format!(
+                "the registry {} asked to wait; not asked again this round",
+                image.registry
+            );
+            seen.push(observe("*".into(), Outcome::Unchecked { error }));
+            continue;
+        }
         match client.digests(&image, platforms).await {
-            Err(e) => seen.push(observe(
-                "*".into(),
-                Outcome::Unchecked {
-                    error: e.to_string(),
-                },
-            )),
+            Err(e) => {
+                if matches!(e, crate::registry::RegistryError::RateLimited { .. }) {
+                    waiting.insert(image.registry.clone());
+                }
+                let error = e.to_string();
+                seen.push(observe("*".into(), Outcome::Unchecked { error }));
+            }
             Ok(digests) => {
                 for (platform, now) in digests {
                     let key = format!("{name}:{tag}");

@@ -456,3 +456,58 @@ async fn gitlab_s_registry_with_token_auth_is_read_with_the_gitlab_token() {
     );
     assert_eq!(triggered(&sim), ["g/app"]);
 }
+
+/// A registry that answers every request with 429 and counts them.
+async fn rate_limited_registry() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "60"), ("ratelimit-remaining", "0;w=21600")],
+                "toomanyrequests",
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (host, hits)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_asks_to_wait_is_reported_and_not_asked_again_that_round() {
+    let (host, hits) = rate_limited_registry().await;
+    let sim = start(vec![
+        image_project("g/a", &[]).dockerfile(&format!("FROM {host}/library/python:3.12\n")),
+        image_project("g/b", &[]).dockerfile(&format!("FROM {host}/library/python:3.11\n")),
+        image_project("g/c", &[]).dockerfile(&format!("FROM {host}/library/node:22\n")),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let out = autodep(
+        &sim,
+        &["watch", "--state-dir", &state.path().display().to_string()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("asks to wait (429), 60 s; checked again on the next run"),
+        "{err}"
+    );
+    assert!(
+        err.contains("asked to wait; not asked again this round"),
+        "{err}"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one request, then it waits"
+    );
+    assert!(triggered(&sim).is_empty());
+}
