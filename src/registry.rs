@@ -204,7 +204,14 @@ pub struct RegistryClient {
     http: reqwest::Client,
     credentials: HashMap<String, Credentials>,
     tokens: std::sync::Arc<std::sync::Mutex<HashMap<(String, String), String>>>,
+    /// Hosts that asked to wait (429 with `Retry-After`, or
+    /// `RateLimit-Remaining: 0`), until when: not asked before.
+    blocked: std::sync::Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
 }
+
+/// How long a host that said "no requests left" without saying until
+/// when is left alone.
+const QUIET_AFTER_LIMIT: Duration = Duration::from_secs(60);
 
 /// What a tag points at for one platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +233,7 @@ impl RegistryClient {
             http,
             credentials,
             tokens: Default::default(),
+            blocked: Default::default(),
         }
     }
 
@@ -289,6 +297,12 @@ impl RegistryClient {
         method: Method,
     ) -> Result<(HeaderMap, Vec<u8>), RegistryError> {
         let host = image.registry.clone();
+        if let Some(wait) = self.blocked_for(&host) {
+            return Err(RegistryError::RateLimited {
+                host,
+                retry_after: Some(wait.as_secs().max(1)),
+            });
+        }
         let url = format!(
             "{}/v2/{}/manifests/{reference}",
             base_url(&host),
@@ -321,6 +335,16 @@ impl RegistryClient {
             let headers = response.headers().clone();
             match status {
                 s if s.is_success() => {
+                    // Docker Hub's `RateLimit-Remaining: 0;w=21600`: the
+                    // next request would be refused; leave the host alone.
+                    let exhausted = headers
+                        .get("ratelimit-remaining")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split(';').next())
+                        .is_some_and(|n| n.trim() == "0");
+                    if exhausted {
+                        self.block(&host, QUIET_AFTER_LIMIT);
+                    }
                     let body = read_capped(response, &host).await?;
                     return Ok((headers, body));
                 }
@@ -356,13 +380,13 @@ impl RegistryClient {
                     })
                 }
                 StatusCode::TOO_MANY_REQUESTS => {
-                    return Err(RegistryError::RateLimited {
-                        host,
-                        retry_after: headers
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse().ok()),
-                    })
+                    let retry_after: Option<u64> = headers
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok());
+                    let wait = retry_after.map_or(QUIET_AFTER_LIMIT, Duration::from_secs);
+                    self.block(&host, wait.min(Duration::from_secs(6 * 3600)));
+                    return Err(RegistryError::RateLimited { host, retry_after });
                 }
                 other => {
                     return Err(RegistryError::Status {
@@ -378,6 +402,23 @@ impl RegistryClient {
             image: image.name(),
             status: 401,
         })
+    }
+
+    fn block(&self, host: &str, wait: Duration) {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.to_string(), std::time::Instant::now() + wait);
+    }
+
+    /// How long `host` still asked to be left alone.
+    fn blocked_for(&self, host: &str) -> Option<Duration> {
+        let until = *self
+            .blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)?;
+        until.checked_duration_since(std::time::Instant::now())
     }
 
     /// A bearer token from the challenge's realm: anonymous, or with this

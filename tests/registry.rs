@@ -511,3 +511,64 @@ async fn a_registry_that_asks_to_wait_is_reported_and_not_asked_again_that_round
     );
     assert!(triggered(&sim).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_leaves_a_host_alone_for_as_long_as_it_asked() {
+    let (host, hits) = rate_limited_registry().await;
+    let client = RegistryClient::new(Default::default());
+    let image = ImageRef::parse(&format!("{host}/library/python:3.12")).unwrap();
+    for _ in 0..3 {
+        let got = client.digests(&image, &platforms(&["linux/amd64"])).await;
+        assert!(
+            matches!(got, Err(RegistryError::RateLimited { retry_after: Some(s), .. }) if s <= 60),
+            "{got:?}"
+        );
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "Retry-After: 60 honoured"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_requests_left_means_the_host_is_left_alone_before_it_refuses() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let answer = digest.clone();
+    let app = axum::Router::new().fallback(move || {
+        let (counted, answer) = (counted.clone(), answer.clone());
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            (
+                [
+                    ("docker-content-digest", answer),
+                    (
+                        "content-type",
+                        "application/vnd.oci.image.manifest.v1+json".to_string(),
+                    ),
+                    ("ratelimit-remaining", "0;w=21600".to_string()),
+                ],
+                "{}",
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = RegistryClient::new(Default::default());
+    let image = ImageRef::parse(&format!("{host}/library/python:3.12")).unwrap();
+    let first = client
+        .digests(&image, &platforms(&["linux/amd64"]))
+        .await
+        .unwrap();
+    assert_eq!(first[0].1.digest, digest, "the last allowed answer is used");
+    let second = client.digests(&image, &platforms(&["linux/amd64"])).await;
+    assert!(
+        matches!(second, Err(RegistryError::RateLimited { .. })),
+        "{second:?}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
