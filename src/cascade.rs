@@ -113,7 +113,31 @@ pub struct Cascade {
     pub members: BTreeMap<u64, Member>,
     /// `manual` counts as success.
     pub accept_manual: bool,
+    /// Derived from the members; never stored, never compared.
+    #[serde(skip)]
+    index: Index,
 }
+
+/// What makes a step cost what changed rather than the cascade's size:
+/// who waits for whom, how many are unsettled, which members changed since
+/// they were last stored. Built from the members on first use.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    built: bool,
+    /// Member → the members waiting for it.
+    dependents: BTreeMap<u64, Vec<u64>>,
+    unsettled: usize,
+    /// Members whose state changed since [`Cascade::take_changed`].
+    changed: BTreeSet<u64>,
+}
+
+impl PartialEq for Index {
+    fn eq(&self, _: &Index) -> bool {
+        true
+    }
+}
+
+impl Eq for Index {}
 
 impl Cascade {
     /// The members of a recursive plan, each waiting for what the plan says
@@ -146,15 +170,63 @@ impl Cascade {
                 (t.project_id, member)
             })
             .collect();
+        Cascade::new(members, accept_manual)
+    }
+
+    pub fn new(members: BTreeMap<u64, Member>, accept_manual: bool) -> Cascade {
         Cascade {
             members,
             accept_manual,
+            index: Index::default(),
         }
+    }
+
+    fn ensure_index(&mut self) {
+        if self.index.built {
+            return;
+        }
+        let mut dependents: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for m in self.members.values() {
+            for w in &m.waits_for {
+                dependents.entry(*w).or_default().push(m.project_id);
+            }
+        }
+        self.index.dependents = dependents;
+        self.index.unsettled = self
+            .members
+            .values()
+            .filter(|m| !m.state.is_settled())
+            .count();
+        self.index.built = true;
+    }
+
+    /// Sets a member's state, keeping the index true.
+    fn set_state(&mut self, id: u64, state: MemberState) {
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if !m.state.is_settled() && state.is_settled() {
+            self.index.unsettled -= 1;
+        }
+        m.state = state;
+        self.index.changed.insert(id);
+    }
+
+    /// The members whose state changed since the last call (all of them the
+    /// first time: none is stored yet).
+    pub fn take_changed(&mut self, first_time: bool) -> BTreeSet<u64> {
+        if first_time {
+            self.index.changed.clear();
+            return self.members.keys().copied().collect();
+        }
+        std::mem::take(&mut self.index.changed)
     }
 
     /// The members that can start at once.
     pub fn start(&mut self) -> Vec<Action> {
-        self.advance()
+        self.ensure_index();
+        let all: Vec<u64> = self.members.keys().copied().collect();
+        self.advance(all)
     }
 
     /// Applies what happened; returns what to do next. An event for a
@@ -186,59 +258,69 @@ impl Cascade {
                 },
             ),
         };
-        match self.members.get_mut(&project_id) {
-            Some(m) if m.state == MemberState::Triggered => m.state = state,
+        match self.members.get(&project_id) {
+            Some(m) if m.state == MemberState::Triggered => {}
             _ => return Vec::new(),
         }
-        self.advance()
+        self.ensure_index();
+        self.set_state(project_id, state);
+        let next = self
+            .index
+            .dependents
+            .get(&project_id)
+            .cloned()
+            .unwrap_or_default();
+        self.advance(next)
     }
 
-    /// Prunes below every member that did not succeed, and triggers every
-    /// waiting member whose waits all succeeded. Each pass settles at least
-    /// one member or stops, so it ends.
-    fn advance(&mut self) -> Vec<Action> {
+    /// Looks at `candidates` (and, as they change, at the members waiting
+    /// for them): prunes a waiting member below one that did not succeed,
+    /// triggers one whose waits all succeeded. A member changes at most
+    /// twice (waiting → triggered, or waiting → pruned), so it ends; the
+    /// work is what changed, not the cascade's size.
+    fn advance(&mut self, candidates: Vec<u64>) -> Vec<Action> {
         let mut actions = Vec::new();
-        loop {
-            let mut changed = false;
-            let ids: Vec<u64> = self.members.keys().copied().collect();
-            for id in ids {
-                if self.members[&id].state != MemberState::Waiting {
-                    continue;
-                }
-                let waits = &self.members[&id].waits_for;
-                let blocked_by = waits.iter().copied().find(|w| {
-                    matches!(
-                        self.members.get(w).map(|m| &m.state),
-                        Some(MemberState::Failed { .. } | MemberState::Pruned { .. })
-                    )
-                });
-                let all_ok = waits.iter().all(|w| {
-                    self.members
-                        .get(w)
-                        .is_none_or(|m| m.state == MemberState::Succeeded)
-                });
-                let member = self.members.get_mut(&id).expect("listed above");
-                if let Some(because) = blocked_by {
-                    member.state = MemberState::Pruned { because };
-                    actions.push(Action::Prune {
-                        project_id: id,
-                        because,
-                    });
-                    changed = true;
-                } else if all_ok {
-                    member.state = MemberState::Triggered;
-                    actions.push(Action::Trigger { project_id: id });
-                    changed = true;
-                }
+        let mut work: std::collections::VecDeque<u64> = candidates.into();
+        while let Some(id) = work.pop_front() {
+            let Some(member) = self.members.get(&id) else {
+                continue;
+            };
+            if member.state != MemberState::Waiting {
+                continue;
             }
-            if !changed {
-                return actions;
+            let waits = &member.waits_for;
+            let blocked_by = waits.iter().copied().find(|w| {
+                matches!(
+                    self.members.get(w).map(|m| &m.state),
+                    Some(MemberState::Failed { .. } | MemberState::Pruned { .. })
+                )
+            });
+            let all_ok = waits.iter().all(|w| {
+                self.members
+                    .get(w)
+                    .is_none_or(|m| m.state == MemberState::Succeeded)
+            });
+            if let Some(because) = blocked_by {
+                self.set_state(id, MemberState::Pruned { because });
+                actions.push(Action::Prune {
+                    project_id: id,
+                    because,
+                });
+                // Below a pruned member, the waiting ones are pruned too.
+                work.extend(self.index.dependents.get(&id).into_iter().flatten());
+            } else if all_ok {
+                self.set_state(id, MemberState::Triggered);
+                actions.push(Action::Trigger { project_id: id });
             }
         }
+        actions
     }
 
     /// Every member succeeded, failed or was pruned.
     pub fn is_finished(&self) -> bool {
+        if self.index.built {
+            return self.index.unsettled == 0;
+        }
         self.members.values().all(|m| m.state.is_settled())
     }
 

@@ -125,7 +125,10 @@ pub async fn run(pipeline_duration: Duration) -> anyhow::Result<u8> {
         }
         let settled = pipelines.iter().all(|p| p.status.is_settled());
         let queue = server.app.store.queue_depth()?;
-        quiet_polls = if settled && queue == (0, 0) {
+        // The cascade's end, not only a lull: a hook that is slow to come
+        // would otherwise be mistaken for the end of the rebuild.
+        let running = server.app.store.running_cascades()?;
+        quiet_polls = if settled && queue == (0, 0) && running == 0 {
             quiet_polls + 1
         } else {
             0

@@ -94,9 +94,9 @@ pub(super) fn on_digest_event(
                 let mut cascade = Cascade::from_plan(&plan, accept_manual);
                 let id = tx.create(0, image, &event.detail, &cascade)?;
                 let actions = cascade.start();
-                let queued = record(tx, id, &cascade, actions, event.id, None)?;
+                let (queued, finished) = record(tx, id, cascade, actions, event.id, None)?;
                 metrics::counter!("autodep_cascades_total").increment(1);
-                describe(id, &queued, &cascade)
+                describe(id, &queued, finished)
             }
         }
     };
@@ -118,7 +118,7 @@ pub(super) fn on_trigger_failed(
             project_id,
             reason: error.to_string(),
         });
-        record(tx, id, &cascade, actions, event_id, event_uuid.as_deref())?;
+        record(tx, id, cascade, actions, event_id, event_uuid.as_deref())?;
     }
     Ok(())
 }
@@ -133,15 +133,15 @@ fn advance(
     let mut said = Vec::new();
     for (id, mut cascade) in tx.attached(trigger)? {
         let actions = cascade.on_event(happened.clone());
-        let queued = record(
+        let (queued, finished) = record(
             tx,
             id,
-            &cascade,
+            cascade,
             actions,
             event.id,
             event.event_uuid.as_deref(),
         )?;
-        said.push(describe(id, &queued, &cascade));
+        said.push(describe(id, &queued, finished));
     }
     if said.is_empty() {
         return Ok(format!(
@@ -179,28 +179,29 @@ fn start(
     let reason = format!("{} of {} succeeded", event.detail, event.project_path);
     let id = tx.create(event.project_id, &event.project_path, &reason, &cascade)?;
     let actions = cascade.start();
-    let queued = record(
+    let (queued, finished) = record(
         tx,
         id,
-        &cascade,
+        cascade,
         actions,
         event.id,
         event.event_uuid.as_deref(),
     )?;
     metrics::counter!("autodep_cascades_total").increment(1);
-    Ok(describe(id, &queued, &cascade))
+    Ok(describe(id, &queued, finished))
 }
 
 /// Queues (or joins) a trigger for every member the machine said to build,
-/// and stores the cascade's new state. Returns the projects queued.
+/// and stores the cascade's new state. Returns the projects queued and
+/// whether the cascade is finished.
 fn record(
     tx: &mut CascadeTx,
     cascade_id: i64,
-    cascade: &Cascade,
+    cascade: Cascade,
     actions: Vec<Action>,
     event_id: i64,
     event_uuid: Option<&str>,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<(Vec<String>, bool), StoreError> {
     let mut queued = Vec::new();
     for action in actions {
         let Action::Trigger { project_id } = action else {
@@ -225,16 +226,13 @@ fn record(
             format!("{} (joined)", m.project)
         });
     }
+    let finished = cascade.is_finished();
     tx.save(cascade_id, cascade)?;
-    Ok(queued)
+    Ok((queued, finished))
 }
 
-fn describe(id: i64, queued: &[String], cascade: &Cascade) -> String {
-    let state = if cascade.is_finished() {
-        "finished"
-    } else {
-        "running"
-    };
+fn describe(id: i64, queued: &[String], finished: bool) -> String {
+    let state = if finished { "finished" } else { "running" };
     if queued.is_empty() {
         format!("cascade {id} ({state})")
     } else {

@@ -489,10 +489,7 @@ mod tests {
             state: "running".into(),
             created_at: "2026-11-30T12:00:00Z".into(),
             updated_at: "2026-11-30T12:02:00Z".into(),
-            machine: Cascade {
-                members,
-                accept_manual: false,
-            },
+            machine: Cascade::new(members, false),
         }
     }
 

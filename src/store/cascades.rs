@@ -1,14 +1,29 @@
-//! Cascades as stored: each one's state machine (`cascade::Cascade`, as
-//! JSON) and which triggers' pipelines it waits for. Every step — an event
-//! applied, the triggers it queues, the event marked done — is one
-//! transaction ([`Store::with_cascades`]), so a crash leaves either all of a
-//! step or none of it.
+//! Cascades as stored: each one's state machine (`cascade::Cascade`: a row
+//! in `cascades`, a row per member in `cascade_members`) and which
+//! triggers' pipelines it waits for. Every step — an event applied, the
+//! triggers it queues, the event marked done — is one transaction
+//! ([`Store::with_cascades`]), so a crash leaves either all of a step or
+//! none of it.
+//!
+//! A step writes only the members whose state changed, and the running
+//! cascades are kept in memory as last committed (one server per state
+//! directory), so a step over a cascade of N members costs neither N rows
+//! read nor N written: a 2,000-project cascade is not quadratic. The cache
+//! is only filled from committed steps; a step that fails leaves it
+//! without that cascade, which is then read from the database again.
+//! (Databases written before `cascade_members` keep the members in the
+//! cascade's JSON; such a cascade moves to rows at its next step.)
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::{now_text, NewTrigger, Store, StoreError};
-use crate::cascade::Cascade;
+use crate::cascade::{Cascade, Member};
+
+/// Running cascades as last committed, by id.
+pub(super) type CascadeCache = std::sync::Mutex<HashMap<i64, Cascade>>;
 
 /// A cascade as the status surfaces show it.
 #[derive(Debug, Clone, Serialize)]
@@ -41,10 +56,44 @@ pub struct MemberPipeline {
 /// The operations one cascade step needs, inside one transaction.
 pub struct CascadeTx<'a> {
     tx: Transaction<'a>,
+    cache: &'a CascadeCache,
+    /// Cascades this step wrote, as the step leaves them; they replace the
+    /// cache's once the step commits.
+    touched: HashMap<i64, Cascade>,
+    /// Cascades whose member rows are not all written yet (new, or kept in
+    /// the old JSON): their next save writes every member.
+    fresh: HashSet<i64>,
 }
 
 fn decode(json: &str) -> Result<Cascade, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("a stored cascade: {e}")))
+}
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!("a stored cascade member: {e}"))
+}
+
+/// A cascade's machine: its row's JSON, with its members from their rows
+/// (or, written before those existed, from the JSON itself).
+fn load_machine(conn: &Connection, id: i64, json: &str) -> Result<Cascade, StoreError> {
+    let mut machine = decode(json)?;
+    if machine.members.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT member FROM cascade_members WHERE cascade_id = ?1 ORDER BY project_id",
+        )?;
+        let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+        for row in rows {
+            let member: Member = serde_json::from_str(&row?).map_err(corrupt)?;
+            machine.members.insert(member.project_id, member);
+        }
+    }
+    Ok(machine)
+}
+
+/// The JSON kept in a cascade's row: everything but the members.
+fn header_json(cascade: &Cascade) -> Result<String, StoreError> {
+    let header = Cascade::new(BTreeMap::new(), cascade.accept_manual);
+    serde_json::to_string(&header).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl CascadeTx<'_> {
@@ -75,43 +124,95 @@ impl CascadeTx<'_> {
     }
 
     /// The running cascades waiting for this trigger's pipeline.
-    pub fn attached(&self, trigger_id: i64) -> Result<Vec<(i64, Cascade)>, StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT c.id, c.machine FROM cascades c JOIN attachments a ON a.cascade_id = c.id
-             WHERE a.trigger_id = ?1 AND c.state = 'running' ORDER BY c.id",
-        )?;
-        let rows = stmt.query_map([trigger_id], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
+    pub fn attached(&mut self, trigger_id: i64) -> Result<Vec<(i64, Cascade)>, StoreError> {
+        let ids: Vec<i64> = {
+            let mut stmt = self.tx.prepare_cached(
+                "SELECT c.id FROM cascades c JOIN attachments a ON a.cascade_id = c.id
+                 WHERE a.trigger_id = ?1 AND c.state = 'running' ORDER BY c.id",
+            )?;
+            let rows = stmt.query_map([trigger_id], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
         let mut out = Vec::new();
-        for row in rows {
-            let (id, json) = row?;
-            out.push((id, decode(&json)?));
+        for id in ids {
+            out.push((id, self.load(id)?));
         }
         Ok(out)
     }
 
+    /// A cascade as this step sees it: from this step, the cache (taken
+    /// out: it goes back when the step commits) or the database.
+    fn load(&mut self, id: i64) -> Result<Cascade, StoreError> {
+        if let Some(c) = self.touched.remove(&id) {
+            return Ok(c);
+        }
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        let cascade = match cached {
+            Some(c) => c,
+            None => {
+                let json: String =
+                    self.tx
+                        .query_row("SELECT machine FROM cascades WHERE id = ?1", [id], |r| {
+                            r.get(0)
+                        })?;
+                let legacy = !decode(&json)?.members.is_empty();
+                let machine = load_machine(&self.tx, id, &json)?;
+                // Members kept in the JSON have no rows yet: all are written
+                // at the next save.
+                if legacy {
+                    self.fresh.insert(id);
+                }
+                machine
+            }
+        };
+        Ok(cascade)
+    }
+
     /// A new running cascade.
     pub fn create(
-        &self,
+        &mut self,
         root_project_id: u64,
         root_path: &str,
         reason: &str,
         cascade: &Cascade,
     ) -> Result<i64, StoreError> {
-        let json =
-            serde_json::to_string(cascade).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = now_text();
         self.tx.execute(
             "INSERT INTO cascades (root_project_id, root_path, reason, state, machine, created_at, updated_at)
              VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
-            params![root_project_id as i64, root_path, reason, json, now],
+            params![root_project_id as i64, root_path, reason, header_json(cascade)?, now],
         )?;
-        Ok(self.tx.last_insert_rowid())
+        let id = self.tx.last_insert_rowid();
+        // Every member is new: written at the first save.
+        self.fresh.insert(id);
+        Ok(id)
+    }
+
+    /// Writes the members whose state changed since they were stored.
+    fn write_members(&mut self, id: i64, cascade: &mut Cascade) -> Result<(), StoreError> {
+        let changed = cascade.take_changed(self.fresh.remove(&id));
+        let mut upsert = self.tx.prepare_cached(
+            "INSERT INTO cascade_members (cascade_id, project_id, member) VALUES (?1, ?2, ?3)
+             ON CONFLICT(cascade_id, project_id) DO UPDATE SET member = excluded.member",
+        )?;
+        for pid in changed {
+            let Some(member) = cascade.members.get(&pid) else {
+                continue;
+            };
+            let json =
+                serde_json::to_string(member).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            upsert.execute(params![id, pid as i64, json])?;
+        }
+        Ok(())
     }
 
     /// Writes a cascade's state; a finished one stops being running.
-    pub fn save(&self, id: i64, cascade: &Cascade) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(cascade).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    pub fn save(&mut self, id: i64, mut cascade: Cascade) -> Result<(), StoreError> {
+        self.write_members(id, &mut cascade)?;
         let state = if cascade.is_finished() {
             "finished"
         } else {
@@ -119,8 +220,9 @@ impl CascadeTx<'_> {
         };
         self.tx.execute(
             "UPDATE cascades SET machine = ?2, state = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, json, state, now_text()],
+            params![id, header_json(&cascade)?, state, now_text()],
         )?;
+        self.touched.insert(id, cascade);
         Ok(())
     }
 
@@ -202,9 +304,19 @@ impl Store {
         let mut conn = self.lock();
         let mut tx = CascadeTx {
             tx: conn.transaction()?,
+            cache: &self.cascades,
+            touched: HashMap::new(),
+            fresh: HashSet::new(),
         };
         let out = step(&mut tx)?;
-        tx.tx.commit()?;
+        let CascadeTx { tx, touched, .. } = tx;
+        tx.commit()?;
+        let mut cache = self.cascades.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, cascade) in touched {
+            if !cascade.is_finished() {
+                cache.insert(id, cascade);
+            }
+        }
         Ok(out)
     }
 
@@ -231,7 +343,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredCascade>, StoreError> {
         self.select_cascades(
-            "WHERE json_extract(machine, '$.members.\"' || ?1 || '\"') IS NOT NULL
+            "WHERE id IN (SELECT cascade_id FROM cascade_members WHERE project_id = ?1)
+                OR json_extract(machine, '$.members.\"' || ?1 || '\"') IS NOT NULL
              ORDER BY id DESC LIMIT ?2",
             params![project_id as i64, limit as i64],
         )
@@ -257,9 +370,9 @@ impl Store {
                 r.get::<_, String>(6)?,
             ))
         })?;
+        let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, root, reason, state, created_at, updated_at, json) = row?;
+        for (id, root, reason, state, created_at, updated_at, json) in rows {
             out.push(StoredCascade {
                 id,
                 root,
@@ -267,7 +380,7 @@ impl Store {
                 state,
                 created_at,
                 updated_at,
-                machine: decode(&json)?,
+                machine: load_machine(&conn, id, &json)?,
             });
         }
         Ok(out)
@@ -366,6 +479,11 @@ impl Store {
             - time::Duration::try_from(age).unwrap_or(time::Duration::MAX))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
+        // Closed cascades are never stepped again.
+        self.cascades
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(self.lock().execute(
             "UPDATE cascades SET state = 'closed', updated_at = ?2,
                     reason = reason || '; closed: still running after --cascade-timeout'

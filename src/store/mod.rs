@@ -105,6 +105,13 @@ CREATE TABLE IF NOT EXISTS digests (
     changed_at TEXT,
     PRIMARY KEY (image, platform)
 );
+CREATE TABLE IF NOT EXISTS cascade_members (
+    cascade_id INTEGER NOT NULL,
+    project_id INTEGER NOT NULL,
+    member TEXT NOT NULL,            -- cascade::Member as JSON
+    PRIMARY KEY (cascade_id, project_id)
+);
+CREATE INDEX IF NOT EXISTS cascade_members_project ON cascade_members(project_id);
 CREATE TABLE IF NOT EXISTS attachments (
     trigger_id INTEGER NOT NULL,
     cascade_id INTEGER NOT NULL,
@@ -140,8 +147,10 @@ fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
 /// The layout this version writes, kept in SQLite's `user_version`.
 /// 1: events, triggers, projects (the first server); 2: retries, cascades,
 /// attachments, markers; 3: `projects.fetched_at`, `triggers_event`,
-/// `triggers.fired_at`, `digests`.
-pub const SCHEMA_VERSION: i64 = 3;
+/// `triggers.fired_at`, `digests`; 4: `cascade_members` (older cascades
+/// keep their members in their JSON until their next step), the indexes
+/// `events_pipeline` and `triggers_running`.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Brings a database written by an earlier version up to date: columns
 /// added since are added, with their defaults. Every step is idempotent, so
@@ -173,7 +182,10 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     }
     conn.execute_batch(
         "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events(idempotency_key)
-         WHERE idempotency_key IS NOT NULL;",
+         WHERE idempotency_key IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS events_pipeline ON events(project_id, pipeline_id)
+         WHERE pipeline_id IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS triggers_running ON triggers(state, pipeline_id);",
     )?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
@@ -204,6 +216,8 @@ fn now_millis() -> i64 {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Running cascades as last committed (see `cascades.rs`).
+    cascades: Arc<cascades::CascadeCache>,
     /// An exclusive lock on `server.lock` in the state directory, held as
     /// long as any clone of the store lives: one server per directory.
     _lock: Arc<std::fs::File>,
@@ -289,6 +303,7 @@ impl Store {
         migrate(&conn).map_err(open_err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            cascades: Default::default(),
             _lock: Arc::new(lock),
         })
     }

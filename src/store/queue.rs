@@ -347,6 +347,10 @@ impl Store {
              WHERE state IN ('finished', 'closed') AND updated_at < ?1 LIMIT ?2)",
         )?;
         batch(
+            "DELETE FROM cascade_members WHERE rowid IN (SELECT rowid FROM cascade_members
+             WHERE cascade_id NOT IN (SELECT id FROM cascades) LIMIT ?2) AND ?1 IS NOT NULL",
+        )?;
+        batch(
             "DELETE FROM attachments WHERE rowid IN (SELECT rowid FROM attachments
              WHERE cascade_id NOT IN (SELECT id FROM cascades) LIMIT ?2) AND ?1 IS NOT NULL",
         )?;

@@ -18,10 +18,7 @@ fn event(key: &str) -> NewEvent {
 fn queue(store: &Store, event_id: i64, triggers: &[NewTrigger]) -> usize {
     store
         .with_cascades(|tx| {
-            let machine = crate::cascade::Cascade {
-                members: Default::default(),
-                accept_manual: false,
-            };
+            let machine = crate::cascade::Cascade::new(Default::default(), false);
             let cascade = tx.create(1, "g/base", "test", &machine)?;
             let mut new = 0;
             for t in triggers {
@@ -214,10 +211,7 @@ fn a_second_cascade_joins_a_queued_trigger_and_a_failed_step_keeps_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let event_id = new_event_id(&store, "e1");
-    let empty = Cascade {
-        members: Default::default(),
-        accept_manual: false,
-    };
+    let empty = Cascade::new(Default::default(), false);
     let (first, second, t1, t2) = store
         .with_cascades(|tx| {
             let first = tx.create(1, "g/a", "a succeeded", &empty)?;
