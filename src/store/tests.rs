@@ -317,3 +317,66 @@ fn a_digest_is_first_seen_then_same_then_changed_with_the_previous_kept() {
     assert_eq!(watched[0].previous.as_deref(), Some("sha256:a"));
     assert!(watched[0].changed_at.is_some());
 }
+
+#[test]
+fn a_cascade_stored_the_old_way_moves_to_member_rows_at_its_next_step() {
+    use crate::cascade::{Event, MemberState, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let member = |id: u64, waits: &[u64], state: &str| {
+        serde_json::json!({
+            "project_id": id, "project": format!("g/p{id}"), "git_ref": "main",
+            "upstream": "g/base", "image": "img", "waits_for": waits, "depth": waits.len(),
+            "state": {"state": state},
+        })
+    };
+    // As the previous layout kept it: every member in the cascade's JSON.
+    let machine = serde_json::json!({
+        "members": {"1": member(1, &[], "triggered"), "2": member(2, &[1], "waiting")},
+        "accept_manual": false,
+    });
+    {
+        let conn = store.lock();
+        conn.execute(
+            "INSERT INTO cascades (id, root_project_id, root_path, reason, state, machine, created_at, updated_at)
+             VALUES (7, 0, 'g/base', 'test', 'running', ?1, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+            [machine.to_string()],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO attachments (trigger_id, cascade_id) VALUES (1, 7)",
+            [],
+        )
+        .unwrap();
+    }
+    store
+        .with_cascades(|tx| {
+            for (id, mut cascade) in tx.attached(1)? {
+                cascade.on_event(Event::Finished {
+                    project_id: 1,
+                    outcome: Outcome::Succeeded,
+                });
+                tx.save(id, cascade)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let stored = store.cascade(7).unwrap().unwrap();
+    assert_eq!(stored.machine.members[&1].state, MemberState::Succeeded);
+    assert_eq!(stored.machine.members[&2].state, MemberState::Triggered);
+    let conn = store.lock();
+    let rows: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM cascade_members WHERE cascade_id = 7",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 2, "every member got its row");
+    let json: String = conn
+        .query_row("SELECT machine FROM cascades WHERE id = 7", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(!json.contains("g/p1"), "the members left the JSON: {json}");
+}
