@@ -514,9 +514,7 @@ impl DependencyGraph {
     pub fn plan_for_tag(&self, name: &str, tag: &str, recurse: bool) -> crate::plan::TriggerPlan {
         let target = Target::External(name.to_string());
         crate::plan::plan_where(self, &target, recurse, &|d| {
-            ImageRef::parse(&d.image).is_ok_and(|r| {
-                r.name() == name && r.tag.as_deref().unwrap_or("latest") == tag && !r.is_pinned()
-            })
+            tag_of(d).is_some_and(|(n, t)| n == name && t == tag)
         })
     }
 
@@ -525,9 +523,7 @@ impl DependencyGraph {
     pub fn produced_tags(&self, n: NodeIndex) -> std::collections::BTreeSet<(String, String)> {
         self.graph
             .edges_directed(n, Direction::Outgoing)
-            .filter_map(|e| ImageRef::parse(&e.weight().image).ok())
-            .filter(|r| !r.is_pinned())
-            .map(|r| (r.name(), r.tag.unwrap_or_else(|| "latest".into())))
+            .filter_map(|e| tag_of(e.weight()))
             .collect()
     }
 
@@ -536,11 +532,17 @@ impl DependencyGraph {
         self.external
             .values()
             .flatten()
-            .filter_map(|(_, d)| ImageRef::parse(&d.image).ok())
-            .filter(|r| !r.is_pinned())
-            .map(|r| (r.name(), r.tag.unwrap_or_else(|| "latest".into())))
+            .filter_map(|(_, d)| tag_of(d))
             .collect()
     }
+}
+
+/// The `(name, tag)` a reference names (`latest` when no tag is
+/// written); `None` when it is pinned by digest or not an image.
+fn tag_of(d: &Dependency) -> Option<(String, String)> {
+    let r = ImageRef::parse(&d.image).ok().filter(|r| !r.is_pinned())?;
+    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+    Some((r.name(), tag))
 }
 
 /// Projects reachable over triggerable edges, with their breadth-first

@@ -185,40 +185,17 @@ async fn a_push_to_the_configuration_file_patches_the_server_s_graph() {
     let state = tempfile::tempdir().unwrap();
     let server = Server::start(&sim, state.path(), &[]).await;
     sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
+    let consumer = project_id(&sim, "g/consumer").await;
     let consumer_ups = || async {
-        let found: String = reqwest::get(format!("{}/projects?q=consumer", server.url))
-            .await
+        server.project(consumer).await["upstreams"]
+            .as_array()
             .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let end = found.find("\">g/consumer</a>").unwrap();
-        let start = found[..end].rfind("/projects/").unwrap() + "/projects/".len();
-        let id = &found[start..end];
-        let page: Value = reqwest::get(format!("{}/projects/{id}?format=json", server.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        page["upstreams"].as_array().unwrap().len()
+            .len()
     };
     assert_eq!(consumer_ups().await, 1);
     // The project page marks what its .autodep.yml declared.
-    let found = reqwest::get(format!("{}/projects?q=app", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let end = found.find("\">g/app</a>").unwrap();
-    let id = &found[found[..end].rfind("/projects/").unwrap() + "/projects/".len()..end];
-    let page: Value = reqwest::get(format!("{}/projects/{id}?format=json", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let id = project_id(&sim, "g/app").await;
+    let page = server.project(id).await;
     let tools = page["upstreams"]
         .as_array()
         .unwrap()

@@ -298,16 +298,6 @@ async fn a_cascade_older_than_the_timeout_is_closed_with_the_reason() {
     assert_eq!(status["queue"]["running_cascades"], 0);
 }
 
-/// The project's page as JSON.
-async fn project_json(server: &Server, id: u64) -> Value {
-    reqwest::get(format!("{}/projects/{id}?format=json", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn upstream_paths(project: &Value) -> Vec<String> {
     project["upstreams"]
         .as_array()
@@ -315,23 +305,6 @@ fn upstream_paths(project: &Value) -> Vec<String> {
         .iter()
         .map(|u| u["project"].as_str().unwrap().to_string())
         .collect()
-}
-
-async fn project_id(sim: &Simulator, path: &str) -> u64 {
-    let p: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v4/projects/{}",
-            sim.url(),
-            path.replace('/', "%2F")
-        ))
-        .header("PRIVATE-TOKEN", TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    p["id"].as_u64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -373,7 +346,7 @@ async fn a_push_patch_is_not_undone_by_a_rescan_that_read_the_project_before_it(
     .await
     .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while upstream_paths(&project_json(&server, app).await) != ["g/other"] {
+    while upstream_paths(&server.project(app).await) != ["g/other"] {
         assert!(
             std::time::Instant::now() < deadline,
             "the push was not patched in"
@@ -388,7 +361,7 @@ async fn a_push_patch_is_not_undone_by_a_rescan_that_read_the_project_before_it(
         )
         .await;
     assert_eq!(
-        upstream_paths(&project_json(&server, app).await),
+        upstream_paths(&server.project(app).await),
         ["g/other"],
         "the rescan's older read replaced the push patch in memory"
     );

@@ -114,15 +114,7 @@ async fn hooks_sync_then_server_then_a_base_build_rebuilds_the_tree_with_no_hook
 
     // Only the hooks made above tell the server anything.
     sim.run_pipeline("g/base").unwrap();
-    server
-        .wait_until(
-            |s| {
-                s["queue"]["running_cascades"] == 0
-                    && s["cascades"].as_array().is_some_and(|c| !c.is_empty())
-            },
-            "the cascade finished",
-        )
-        .await;
+    server.cascades_done().await;
     let mut expected = vec!["g/base", "g/mid-a", "g/mid-b"];
     let leaves: Vec<String> = (0..7).map(|i| format!("g/leaf-{i}")).collect();
     expected.extend(leaves.iter().map(String::as_str));
@@ -293,15 +285,7 @@ async fn one_group_hook_instead_of_project_hooks_and_prune_removes_those() {
     // Both hooks deliver every event, each with its own Idempotency-Key:
     // the server still starts one cascade and builds each project once.
     sim.run_pipeline("g/base").unwrap();
-    server
-        .wait_until(
-            |s| {
-                s["queue"]["running_cascades"] == 0
-                    && s["cascades"].as_array().is_some_and(|c| !c.is_empty())
-            },
-            "the cascade finished",
-        )
-        .await;
+    server.cascades_done().await;
     let pipelines = sim.pipelines();
     assert_eq!(pipelines.len(), 10, "each project once: {pipelines:?}");
     let base_success: Vec<_> = sim

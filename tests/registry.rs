@@ -237,15 +237,7 @@ async fn the_server_watching_external_images_rebuilds_a_changed_tag_s_tree_once(
     // amd64 changed: one cascade over the tree.
     reg.publish_multi("library/python", "3.12-slim", "amd64 two", "arm64 two")
         .await;
-    let status = server
-        .wait_until(
-            |s| {
-                s["cascades"].as_array().is_some_and(|c| !c.is_empty())
-                    && s["queue"]["running_cascades"] == 0
-            },
-            "the cascade finished",
-        )
-        .await;
+    let status = server.cascades_done().await;
     let cascade = &status["cascades"][0];
     assert!(
         cascade["reason"].as_str().unwrap().contains(&format!(

@@ -67,15 +67,7 @@ async fn run_cascade() -> (Simulator, tempfile::TempDir, Server) {
     let server = Server::start(&sim, state.path(), &[]).await;
     sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
     sim.run_pipeline("g/base").unwrap();
-    server
-        .wait_until(
-            |s| {
-                s["queue"]["running_cascades"] == 0
-                    && s["cascades"].as_array().is_some_and(|c| !c.is_empty())
-            },
-            "the cascade finished",
-        )
-        .await;
+    server.cascades_done().await;
     (sim, state, server)
 }
 

@@ -203,14 +203,12 @@ fn upsert_project(conn: &Connection, p: &ScannedProject) -> Result<(), StoreErro
     Ok(())
 }
 
+use crate::scan::now_millis;
+
 fn now_text() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-fn now_millis() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 #[derive(Clone)]

@@ -113,3 +113,21 @@ pub fn have_tool(name: &str) -> bool {
     }
     found
 }
+
+/// A project's id, as the simulator's API says.
+pub async fn project_id(sim: &Simulator, path: &str) -> u64 {
+    let p: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v4/projects/{}",
+            sim.url(),
+            path.replace('/', "%2F")
+        ))
+        .header("PRIVATE-TOKEN", TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    p["id"].as_u64().unwrap()
+}

@@ -105,6 +105,28 @@ impl Server {
         }
     }
 
+    /// Waits until some cascade exists and none runs.
+    pub async fn cascades_done(&self) -> Value {
+        self.wait_until(
+            |s| {
+                s["queue"]["running_cascades"] == 0
+                    && s["cascades"].as_array().is_some_and(|c| !c.is_empty())
+            },
+            "the cascade finished",
+        )
+        .await
+    }
+
+    /// A project's page as JSON.
+    pub async fn project(&self, id: u64) -> Value {
+        reqwest::get(format!("{}/projects/{id}?format=json", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, event: &str, body: &str, token: Option<&str>) -> (u16, Value) {
         let mut r = reqwest::Client::new()
             .post(format!("{}/webhook", self.url))
