@@ -220,18 +220,23 @@ fn wildcard(pattern: &str, text: &str) -> bool {
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/api/v4/projects/{id}/hooks", get(list).post(create))
+        .route(
+            "/api/v4/projects/{id}/hooks",
+            get(list::<false>).post(create::<false>),
+        )
         .route(
             "/api/v4/projects/{id}/hooks/{hook}",
-            get(show).put(update).delete(remove),
+            get(show::<false>)
+                .put(update::<false>)
+                .delete(remove::<false>),
         )
         .route(
             "/api/v4/groups/{id}/hooks",
-            get(group_list).post(group_create),
+            get(list::<true>).post(create::<true>),
         )
         .route(
             "/api/v4/groups/{id}/hooks/{hook}",
-            get(group_show).put(group_update).delete(group_remove),
+            get(show::<true>).put(update::<true>).delete(remove::<true>),
         )
         .route("/api/v4/version", get(version))
         .route("/api/v4/personal_access_tokens/self", get(token_self))
@@ -323,6 +328,75 @@ fn project_owner(
     maintainer(shared, headers, raw, id, write).map(Owner::Project)
 }
 
+/// Whose hooks a route names: `GROUP` routes are `/groups/:id/hooks`.
+fn owner<const GROUP: bool>(
+    shared: &Shared,
+    headers: &HeaderMap,
+    raw: &Option<String>,
+    id: &str,
+    write: bool,
+) -> Result<Owner, Response> {
+    if GROUP {
+        group_owner(shared, headers, raw, id, write)
+    } else {
+        project_owner(shared, headers, raw, id, write)
+    }
+}
+
+async fn list<const GROUP: bool>(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    list_of(
+        &shared,
+        owner::<GROUP>(&shared, &headers, &raw, &id, false)?,
+    )
+}
+
+async fn show<const GROUP: bool>(
+    State(shared): State<Arc<Shared>>,
+    Path((id, hook)): Path<(String, u64)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let owner = owner::<GROUP>(&shared, &headers, &raw, &id, false)?;
+    show_of(&shared, owner, hook)
+}
+
+async fn create<const GROUP: bool>(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    let owner = owner::<GROUP>(&shared, &headers, &raw, &id, true)?;
+    create_for(&shared, owner, &body)
+}
+
+async fn update<const GROUP: bool>(
+    State(shared): State<Arc<Shared>>,
+    Path((id, hook_id)): Path<(String, u64)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    let owner = owner::<GROUP>(&shared, &headers, &raw, &id, true)?;
+    update_for(&shared, owner, hook_id, &body)
+}
+
+async fn remove<const GROUP: bool>(
+    State(shared): State<Arc<Shared>>,
+    Path((id, hook_id)): Path<(String, u64)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let owner = owner::<GROUP>(&shared, &headers, &raw, &id, true)?;
+    remove_of(&shared, owner, hook_id)
+}
+
 fn list_of(shared: &Shared, owner: Owner) -> ApiResult {
     let world = shared.world.lock().expect("world lock");
     let hooks: Vec<Value> = world
@@ -332,24 +406,6 @@ fn list_of(shared: &Shared, owner: Owner) -> ApiResult {
         .map(ProjectHook::to_json)
         .collect();
     Ok(Json(hooks).into_response())
-}
-
-async fn list(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    list_of(&shared, project_owner(&shared, &headers, &raw, &id, false)?)
-}
-
-async fn group_list(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    list_of(&shared, group_owner(&shared, &headers, &raw, &id, false)?)
 }
 
 fn hook_not_found() -> Response {
@@ -362,32 +418,6 @@ fn show_of(shared: &Shared, owner: Owner, hook: u64) -> ApiResult {
         Some(h) if owner.owns(h) => Ok(Json(h.to_json()).into_response()),
         _ => Err(hook_not_found()),
     }
-}
-
-async fn show(
-    State(shared): State<Arc<Shared>>,
-    Path((id, hook)): Path<(String, u64)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    show_of(
-        &shared,
-        project_owner(&shared, &headers, &raw, &id, false)?,
-        hook,
-    )
-}
-
-async fn group_show(
-    State(shared): State<Arc<Shared>>,
-    Path((id, hook)): Path<(String, u64)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    show_of(
-        &shared,
-        group_owner(&shared, &headers, &raw, &id, false)?,
-        hook,
-    )
 }
 
 /// Applies the fields of a create or update body, GitLab's validation
@@ -463,56 +493,6 @@ fn create_for(shared: &Shared, owner: Owner, body: &Bytes) -> ApiResult {
     Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 
-async fn create(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    create_for(
-        &shared,
-        project_owner(&shared, &headers, &raw, &id, true)?,
-        &body,
-    )
-}
-
-async fn group_create(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    create_for(
-        &shared,
-        group_owner(&shared, &headers, &raw, &id, true)?,
-        &body,
-    )
-}
-
-async fn update(
-    State(shared): State<Arc<Shared>>,
-    Path((id, hook_id)): Path<(String, u64)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    let owner = project_owner(&shared, &headers, &raw, &id, true)?;
-    update_for(&shared, owner, hook_id, &body)
-}
-
-async fn group_update(
-    State(shared): State<Arc<Shared>>,
-    Path((id, hook_id)): Path<(String, u64)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    let owner = group_owner(&shared, &headers, &raw, &id, true)?;
-    update_for(&shared, owner, hook_id, &body)
-}
-
 fn update_for(shared: &Shared, owner: Owner, hook_id: u64, body: &Bytes) -> ApiResult {
     let body = json_body(body)?;
     let mut world = shared.world.lock().expect("world lock");
@@ -527,32 +507,6 @@ fn update_for(shared: &Shared, owner: Owner, hook_id: u64, body: &Bytes) -> ApiR
     apply(&mut changed, &body)?;
     *hook = changed;
     Ok(Json(hook.to_json()).into_response())
-}
-
-async fn remove(
-    State(shared): State<Arc<Shared>>,
-    Path((id, hook_id)): Path<(String, u64)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    remove_of(
-        &shared,
-        project_owner(&shared, &headers, &raw, &id, true)?,
-        hook_id,
-    )
-}
-
-async fn group_remove(
-    State(shared): State<Arc<Shared>>,
-    Path((id, hook_id)): Path<(String, u64)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    remove_of(
-        &shared,
-        group_owner(&shared, &headers, &raw, &id, true)?,
-        hook_id,
-    )
 }
 
 fn remove_of(shared: &Shared, owner: Owner, hook_id: u64) -> ApiResult {
