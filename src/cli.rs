@@ -446,6 +446,34 @@ pub struct ServerArgs {
     #[arg(long, env = "AUTODEP_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Where state is kept: sqlite://PATH (default: state.sqlite3 under
+    /// --state-dir, one server) or postgres://USER:PASSWORD@HOST:PORT/DB
+    /// (any number of replicas share it). Prefer the env
+    /// AUTODEP_DATABASE_URL or --database-file to keep a password out of
+    /// `ps`.
+    #[arg(
+        long,
+        env = "AUTODEP_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+
+    /// A file whose first line is the --database URL (a mounted secret).
+    #[arg(long, value_name = "FILE", conflicts_with = "database")]
+    pub database_file: Option<PathBuf>,
+
+    /// With PostgreSQL: how long a replica's claim on an event or a trigger
+    /// lasts after its last heartbeat (every second); the work of a replica
+    /// that died is taken over after this.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: std::time::Duration,
+
+    /// How this replica is named on the status page (default: its listen
+    /// address), e.g. the pod's name and IP.
+    #[arg(long, env = "AUTODEP_ADVERTISE", value_name = "NAME")]
+    pub advertise: Option<String>,
+
     /// Full rescan interval.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub refresh_interval: Duration,

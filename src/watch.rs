@@ -97,7 +97,12 @@ pub async fn observe(
             Ok(digests) => {
                 for (platform, now) in digests {
                     let key = format!("{name}:{tag}");
-                    let outcome = match store.digest_of(&key, &platform.to_string())? {
+                    let (reader, platform_name) = (store.clone(), platform.to_string());
+                    let known =
+                        tokio::task::spawn_blocking(move || reader.digest_of(&key, &platform_name))
+                            .await
+                            .map_err(|e| StoreError::Corrupt(format!("reading a digest: {e}")))??;
+                    let outcome = match known {
                         None => Outcome::First { digest: now.digest },
                         Some(d) if d == now.digest => Outcome::Same { digest: d },
                         Some(from) => Outcome::Changed {

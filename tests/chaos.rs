@@ -11,43 +11,14 @@ use std::time::{Duration, Instant};
 
 use common::server::*;
 use common::*;
-use gitlab_sim::{PipelineStatus, ProjectSpec};
 use rand::{Rng, SeedableRng};
 
 const ROUNDS: usize = 20;
 
-/// `g/base`, then four layers of 12 or 13 projects, each built on one or
-/// two projects of the layer above: 50 projects with many diamonds.
-fn projects(rng: &mut rand::rngs::StdRng) -> Vec<ProjectSpec> {
-    let mut layers: Vec<Vec<String>> = vec![vec!["g/base".into()]];
-    let mut specs = vec![image_project("g/base", &[])];
-    for layer in 1..=4 {
-        let size = if layer == 4 { 13 } else { 12 };
-        let mut this = Vec::new();
-        for i in 0..size {
-            let path = format!("g/l{layer}-{i:02}");
-            let above = &layers[layer - 1];
-            let mut bases = vec![above[rng.random_range(0..above.len())].clone()];
-            if above.len() > 1 && rng.random_bool(0.5) {
-                bases.push(above[rng.random_range(0..above.len())].clone());
-            }
-            bases.dedup();
-            let refs: Vec<&str> = bases.iter().map(String::as_str).collect();
-            specs.push(
-                image_project(&path, &refs)
-                    .pipeline(Duration::from_millis(150), PipelineStatus::Success),
-            );
-            this.push(path);
-        }
-        layers.push(this);
-    }
-    specs
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_sigkills_during_a_cascade_lose_nothing_and_double_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261130);
-    let specs = projects(&mut rng);
+    let specs = layered_projects(&mut rng);
     assert_eq!(specs.len(), 50);
     let sim = start(specs).await;
     let state = tempfile::tempdir().unwrap();
@@ -88,9 +59,7 @@ async fn twenty_sigkills_during_a_cascade_lose_nothing_and_double_nothing() {
     for p in sim.pipelines() {
         *built.entry(p.project_path).or_default() += 1;
     }
-    let expected: Vec<String> = (1..=4)
-        .flat_map(|l| (0..if l == 4 { 13 } else { 12 }).map(move |i| format!("g/l{l}-{i:02}")))
-        .collect();
+    let expected = layered_paths();
     let missing: Vec<&String> = expected
         .iter()
         .filter(|p| !built.contains_key(*p))

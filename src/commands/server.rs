@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use gitlab_docker_autodep::server::{self, ServerConfig};
+use gitlab_docker_autodep::store::Database;
 
 use super::{Settings, UsageError, EXIT_OK};
 use crate::cli::ServerArgs;
@@ -73,11 +74,30 @@ pub async fn serve(s: Settings, args: ServerArgs) -> anyhow::Result<u8> {
         only_if_digest_changed: args.only_if_digest_changed,
         registry_credentials: s.registry_credentials.clone(),
         platforms: super::watch::platforms(&args.platforms)?,
+        database: database(&args)?,
+        lease: args.lease.max(std::time::Duration::from_secs(3)),
+        advertise: args.advertise.clone(),
         ..ServerConfig::new(listen, webhook_token, state_dir)
     };
-    tracing::info!(state_dir = %config.state_dir.display(), "state directory");
+    match &config.database {
+        Database::Sqlite(None) => {
+            tracing::info!(state_dir = %config.state_dir.display(), "state directory")
+        }
+        other => tracing::info!(database = %other.describe(), "state database"),
+    }
     server::run(s.gitlab, s.registry, config).await?;
     Ok(EXIT_OK)
+}
+
+/// `--database`, `AUTODEP_DATABASE_URL` or the first line of
+/// `--database-file`; SQLite under `--state-dir` when none is given.
+fn database(args: &ServerArgs) -> anyhow::Result<Database> {
+    let url = match (&args.database, &args.database_file) {
+        (Some(url), _) => url.clone(),
+        (None, Some(file)) => first_line(file, "--database-file")?,
+        (None, None) => return Ok(Database::default()),
+    };
+    Database::parse(&url).map_err(|e| UsageError(format!("--database: {e}")).into())
 }
 
 /// The first line of a secret file, which must not be empty.

@@ -6,6 +6,11 @@
 //! Handlers only validate, persist and enqueue; the worker talks to GitLab.
 //! The graph is loaded from the store at start (serving at once), rescanned
 //! every refresh interval, and patched by push events in between.
+//!
+//! On PostgreSQL any number of replicas share one database: each accepts
+//! webhooks and claims work; the leader (an advisory lock) alone rescans,
+//! reconciles, sweeps and checks digests; a replica whose graph another
+//! one changed reloads it from the database when told (`NOTIFY`).
 
 mod cascades;
 mod html;
@@ -84,6 +89,13 @@ pub struct ServerConfig {
     pub only_if_digest_changed: bool,
     /// Credentials per registry host (GitLab's: the GitLab token).
     pub registry_credentials: std::collections::HashMap<String, crate::registry::Credentials>,
+    /// Where state is kept: SQLite under `state_dir` unless told otherwise.
+    pub database: crate::store::Database,
+    /// How long a replica's claim on work lasts without its heartbeat.
+    pub lease: Duration,
+    /// How the other replicas may reach this one (shown on the status
+    /// page); the listen address when not given.
+    pub advertise: Option<String>,
 }
 
 impl ServerConfig {
@@ -115,6 +127,9 @@ impl ServerConfig {
             platforms: vec![crate::registry::Platform::parse("linux/amd64").expect("a platform")],
             only_if_digest_changed: false,
             registry_credentials: Default::default(),
+            database: Default::default(),
+            lease: crate::store::DEFAULT_LEASE,
+            advertise: None,
         }
     }
 }
@@ -160,6 +175,9 @@ pub struct AppState {
     ignored: Mutex<VecDeque<(String, String)>>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     started: Instant,
+    /// This replica runs rescans, reconciliation, retention and digest
+    /// checks (always, with SQLite).
+    leader: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -177,6 +195,11 @@ impl AppState {
     /// A graph is loaded and no supervised task is down.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && self.tasks_down.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether this replica holds the leader's role.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
     }
 
     /// A graph is loaded (the refresher's own test: it must not wait on
@@ -211,6 +234,21 @@ impl AppState {
         let mut projects = current.projects.clone();
         projects.insert(project.project.id, project);
         self.set_graph(GraphView::new(projects, &self.registry));
+    }
+
+    /// Replaces the graph with the stored one: another replica changed it.
+    /// Blocking.
+    fn reload_graph(&self) {
+        let _writer = self.graph_writer.lock().unwrap_or_else(|p| p.into_inner());
+        match self.store.load_projects() {
+            Ok(Some(projects)) => {
+                let map = projects.into_iter().map(|p| (p.project.id, p)).collect();
+                self.set_graph(GraphView::new(map, &self.registry));
+                metrics::counter!("autodep_graph_reloads_total").increment(1);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot reload the graph another replica changed: {e}"),
+        }
     }
 
     /// Lays a finished rescan over the graph (newer reads win). Blocking.
@@ -343,9 +381,18 @@ pub async fn start(
     registry: Registry,
     config: ServerConfig,
 ) -> anyhow::Result<RunningServer> {
-    let store = {
-        let dir = config.state_dir.clone();
-        tokio::task::spawn_blocking(move || Store::open(&dir)).await??
+    let (store, writer_store) = {
+        let (db, dir, lease) = (
+            config.database.clone(),
+            config.state_dir.clone(),
+            config.lease,
+        );
+        tokio::task::spawn_blocking(move || {
+            let store = Store::connect(&db, &dir, lease)?;
+            let writer = store.own_connection()?;
+            Ok::<_, crate::store::StoreError>((store, writer))
+        })
+        .await??
     };
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
@@ -353,7 +400,7 @@ pub async fn start(
     // the demo may start more); the others still render their own handle.
     let _ = metrics::set_global_recorder(recorder);
     let app = Arc::new(AppState {
-        accept_queue: webhook::spawn_writer(store.clone()),
+        accept_queue: webhook::spawn_writer(writer_store),
         store: store.clone(),
         gitlab,
         webhook_token: config.webhook_token.clone(),
@@ -368,6 +415,7 @@ pub async fn start(
         ignored: Mutex::default(),
         metrics: handle,
         started: Instant::now(),
+        leader: Arc::new(AtomicBool::new(false)),
         config,
     });
     if let Some(projects) = tokio::task::spawn_blocking(move || store.load_projects()).await?? {
@@ -386,6 +434,11 @@ pub async fn start(
         })?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
+    let advertise = app.config.advertise.clone().unwrap_or(addr.to_string());
+    let mut replica = app.store.start_replica(&advertise, app.leader.clone());
+    if let Some(notices) = replica.notices.take() {
+        tokio::spawn(hear_replicas(app.clone(), notices));
+    }
 
     let refresher = tokio::spawn(supervise(
         "refresher",
@@ -436,6 +489,8 @@ pub async fn start(
         refresher.abort();
         watcher.abort();
         worker.await.context("the worker failed")?;
+        // Leases and the leader's role handed back for the others.
+        tokio::task::spawn_blocking(move || replica.stop()).await?;
         Ok(())
     });
     if app.config.webhook_token.is_none() {
@@ -451,6 +506,33 @@ pub async fn start(
         stop,
         done,
     })
+}
+
+/// What the other replicas say: work was queued (wake the worker), the
+/// graph changed (reload it from the database; several notices at once
+/// are one reload).
+async fn hear_replicas(
+    app: Arc<AppState>,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<crate::store::Notice>,
+) {
+    use crate::store::Notice;
+    while let Some(first) = notices.recv().await {
+        let mut reload = false;
+        let mut next = Some(first);
+        while let Some(notice) = next {
+            match notice {
+                Notice::Work => app.wake.notify_one(),
+                Notice::Graph { from } => reload |= from != app.store.replica_id(),
+                Notice::Reconnected => reload = true,
+            }
+            next = notices.try_recv().ok();
+        }
+        if reload {
+            let this = app.clone();
+            let _ = tokio::task::spawn_blocking(move || this.reload_graph()).await;
+            tracing::info!("graph reloaded: another replica changed it");
+        }
+    }
 }
 
 /// Runs a long-lived task and restarts it when it panics (after a short,
@@ -492,37 +574,45 @@ async fn supervise<F, Fut>(
     }
 }
 
+/// Rescans every refresh interval — on the leader only (always, with
+/// SQLite). A stored scan younger than the interval is served until it is
+/// due: restarting the server, or the leader's role moving to another
+/// replica, does not cost GitLab a full rescan.
 async fn refresh_loop(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
     // For the tests: once a graph is loaded, crash at every (re)start.
     if app.has_graph() && crate::failpoint::hit("refresher-panic", "after-scan") {
         panic!("failpoint refresher-panic");
     }
-    // A stored scan younger than the interval is served until it is due:
-    // restarting the server does not cost GitLab a full rescan.
-    let store = app.store.clone();
-    let age = tokio::task::spawn_blocking(move || store.scan_age())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten();
-    if let Some(age) = age.filter(|a| app.has_graph() && *a < app.config.refresh_interval) {
-        tokio::select! {
-            _ = tokio::time::sleep(app.config.refresh_interval - age) => {}
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-    }
     loop {
-        if let Err(e) = app.refresh().await {
-            tracing::error!("{e:#}");
-        }
-        if crate::failpoint::hit("refresher-panic", "after-scan") {
-            panic!("failpoint refresher-panic");
-        }
-        // Not ready yet: try again soon rather than after a full interval.
-        let wait = if app.has_graph() {
-            app.config.refresh_interval
+        let wait = if !app.is_leader() {
+            // Not the leader: look again soon, the leader may be gone.
+            Duration::from_millis(500)
         } else {
-            app.config.refresh_interval.min(Duration::from_secs(30))
+            let store = app.store.clone();
+            let age = tokio::task::spawn_blocking(move || store.scan_age())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+            match age.filter(|a| app.has_graph() && *a < app.config.refresh_interval) {
+                // Not due: look again soon (the role may move meanwhile).
+                Some(age) => (app.config.refresh_interval - age).min(Duration::from_secs(5)),
+                None => {
+                    let failed = app.refresh().await.map_err(|e| tracing::error!("{e:#}"));
+                    if crate::failpoint::hit("refresher-panic", "after-scan") {
+                        panic!("failpoint refresher-panic");
+                    }
+                    match (failed, app.has_graph()) {
+                        (Ok(()), _) => Duration::ZERO,
+                        (Err(()), true) => app.config.refresh_interval,
+                        // Not ready yet: try again soon rather than after
+                        // a full interval.
+                        (Err(()), false) => {
+                            app.config.refresh_interval.min(Duration::from_secs(30))
+                        }
+                    }
+                }
+            }
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

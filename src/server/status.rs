@@ -202,6 +202,36 @@ autodep_pipeline_hook_wait_seconds {age:.0}
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// The replicas sharing a PostgreSQL database, and who holds which role.
+fn replicas_html(html: &mut String, replicas: &[crate::store::ReplicaRow]) {
+    if replicas.is_empty() {
+        return;
+    }
+    html.push_str("<h2>Replicas</h2><table><tr><th>replica</th><th>address</th><th>host</th><th>pid</th><th>started</th><th>last heartbeat</th><th>role</th></tr>");
+    let now = time::OffsetDateTime::now_utc();
+    for r in replicas {
+        let role = if r.leader {
+            "leader: rescans, reconciliation, retention, digest checks; webhooks and work"
+        } else if r.alive {
+            "webhooks and work"
+        } else {
+            "no heartbeat: presumed dead, its work taken over after its lease"
+        };
+        let _ = write!(
+            html,
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s ago</td><td>{role}</td></tr>",
+            escape(&r.id),
+            if r.this { " (this one)" } else { "" },
+            escape(&r.address),
+            escape(&r.host),
+            r.pid,
+            super::html::ago(&r.started_at, now),
+            r.seen_ms_ago as f64 / 1000.0,
+        );
+    }
+    html.push_str("</table>");
+}
+
 /// What the status surfaces show of the store.
 struct Snapshot {
     events: Vec<crate::store::StoredEvent>,
@@ -209,6 +239,8 @@ struct Snapshot {
     cascades: Vec<crate::store::StoredCascade>,
     /// Pending events, queued triggers, parked events, running cascades.
     depth: (u64, u64, u64, u64),
+    /// The replicas sharing the database (none with SQLite).
+    replicas: Vec<crate::store::ReplicaRow>,
 }
 
 /// Projects the scan skipped for a reason the operator should see (too
@@ -247,6 +279,7 @@ async fn snapshot(app: &Arc<AppState>, recent: usize) -> Result<Snapshot, Respon
                 store.parked_events()?,
                 store.running_cascades()?,
             ),
+            replicas: store.replicas()?,
         })
     })
     .await;
@@ -267,6 +300,7 @@ pub async fn json(State(app): State<Arc<AppState>>) -> Response {
         triggers,
         cascades,
         depth: (pending, queued, parked, running),
+        replicas,
     } = match snapshot(&app, 100).await {
         Ok(d) => d,
         Err(r) => return r,
@@ -287,6 +321,8 @@ pub async fn json(State(app): State<Arc<AppState>>) -> Response {
         "projects": view.graph.project_count(),
         "dependencies": view.graph.edge_count(),
         "rescans": app.rescans.load(Ordering::SeqCst),
+        "replica": {"id": app.store.replica_id(), "leader": app.is_leader()},
+        "replicas": replicas,
         "queue": {"pending_events": pending, "queued_triggers": queued, "parked_events": parked, "running_cascades": running},
         "cascades": cascades,
         "watched": watched,
@@ -304,6 +340,7 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
         triggers,
         cascades,
         depth: (pending, queued, parked, running),
+        replicas,
     } = match snapshot(&app, 30).await {
         Ok(d) => d,
         Err(r) => return r,
@@ -348,6 +385,7 @@ pub async fn page(State(app): State<Arc<AppState>>) -> Response {
             super::html::ago(oldest, now)
         );
     }
+    replicas_html(&mut html, &replicas);
     html.push_str("<h2>Dependency graph</h2><div style=\"overflow:auto\">");
     html.push_str(&svg);
     html.push_str("</div>");

@@ -17,7 +17,8 @@ pub async fn run(app: Arc<AppState>, mut stopped: tokio::sync::watch::Receiver<b
         return;
     };
     loop {
-        if app.has_graph() {
+        // One replica checks: the leader.
+        if app.has_graph() && app.is_leader() {
             check_once(&app, &app.registry_client).await;
         }
         tokio::select! {

@@ -49,7 +49,8 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
     // up the events behind it.
     let mut firing = Firing::default();
     loop {
-        if std::time::Instant::now() >= next_cleanup {
+        let leads = app.is_leader();
+        if leads && std::time::Instant::now() >= next_cleanup {
             delete_old(&app).await;
             next_cleanup = std::time::Instant::now() + Duration::from_secs(3600);
         }
@@ -60,7 +61,7 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
         if app.has_graph() {
             busy |= plan_events(&app).await;
         }
-        if std::time::Instant::now() >= next_reconcile {
+        if leads && std::time::Instant::now() >= next_reconcile {
             reconcile(&app).await;
             let period = app
                 .config
@@ -71,16 +72,8 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
             next_reconcile = std::time::Instant::now() + period;
         }
         busy |= firing.start_due(&app).await;
-        if let Ok((events, triggers)) = app.store.queue_depth() {
-            metrics::gauge!("autodep_queue_events").set(events as f64);
-            metrics::gauge!("autodep_queue_triggers").set(triggers as f64);
-        }
-        if let Ok(parked) = app.store.parked_events() {
-            metrics::gauge!("autodep_events_parked").set(parked as f64);
-        }
-        if let Ok(running) = app.store.running_cascades() {
-            metrics::gauge!("autodep_cascades_running").set(running as f64);
-        }
+        let store = app.store.clone();
+        blocking(move || gauges(&store)).await;
         if busy {
             continue;
         }
@@ -95,6 +88,20 @@ pub async fn run(app: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
     }
     // Shutdown: let the pipelines being created finish.
     firing.drain().await;
+}
+
+/// The queue's gauges, as this replica reads the store.
+fn gauges(store: &crate::store::Store) {
+    if let Ok((events, triggers)) = store.queue_depth() {
+        metrics::gauge!("autodep_queue_events").set(events as f64);
+        metrics::gauge!("autodep_queue_triggers").set(triggers as f64);
+    }
+    if let Ok(parked) = store.parked_events() {
+        metrics::gauge!("autodep_events_parked").set(parked as f64);
+    }
+    if let Ok(running) = store.running_cascades() {
+        metrics::gauge!("autodep_cascades_running").set(running as f64);
+    }
 }
 
 /// Triggers being fired, each in its own task.
@@ -142,21 +149,16 @@ impl Firing {
             return false;
         }
         let store = app.store.clone();
-        let want = limit + self.ids.len();
-        let due = match blocking(move || store.due_triggers(want)).await {
+        let firing: Vec<i64> = self.ids.values().copied().collect();
+        let due = match blocking(move || store.due_triggers(room, &firing)).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("cannot read the trigger queue: {e}");
                 return false;
             }
         };
-        let firing: std::collections::HashSet<i64> = self.ids.values().copied().collect();
         let mut started = false;
-        for t in due
-            .into_iter()
-            .filter(|t| !firing.contains(&t.id))
-            .take(room)
-        {
+        for t in due {
             let (app, trigger_id) = (app.clone(), t.id);
             let handle = self.tasks.spawn(async move {
                 fire(&app, t).await;

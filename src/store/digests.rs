@@ -1,9 +1,9 @@
 //! The last digest seen of each watched image tag, per platform: what a
 //! registry check compares with, and when it last changed.
 
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
+use super::sql::args;
 use super::{now_text, Store, StoreError};
 
 /// What a check learned against what was stored.
@@ -36,74 +36,76 @@ impl Store {
         platform: &str,
         digest: &str,
     ) -> Result<DigestChange, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let now = now_text();
-        let stored: Option<String> = tx
-            .query_row(
-                "SELECT digest FROM digests WHERE image = ?1 AND platform = ?2",
-                params![image, platform],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let change = match stored {
-            None => {
-                tx.execute(
-                    "INSERT INTO digests (image, platform, digest, first_seen, checked_at)
-                     VALUES (?1, ?2, ?3, ?4, ?4)",
-                    params![image, platform, digest, now],
-                )?;
-                DigestChange::First
-            }
-            Some(d) if d == digest => {
-                tx.execute(
-                    "UPDATE digests SET checked_at = ?3 WHERE image = ?1 AND platform = ?2",
-                    params![image, platform, now],
-                )?;
-                DigestChange::Same
-            }
-            Some(previous) => {
-                tx.execute(
-                    "UPDATE digests SET previous = digest, digest = ?3, checked_at = ?4, changed_at = ?4
-                     WHERE image = ?1 AND platform = ?2",
-                    params![image, platform, digest, now],
-                )?;
-                DigestChange::Changed { previous }
-            }
-        };
-        tx.commit()?;
-        Ok(change)
+        self.with_tx(|sql| {
+            let now = now_text();
+            let stored = sql
+                .row(
+                    "SELECT digest FROM digests WHERE image = ?1 AND platform = ?2",
+                    args![image, platform],
+                )?
+                .map(|r| r.text(0))
+                .transpose()?;
+            Ok(match stored {
+                None => {
+                    // Another replica may record the same sighting at once.
+                    sql.exec(
+                        "INSERT INTO digests (image, platform, digest, first_seen, checked_at)
+                         VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
+                        args![image, platform, digest, now],
+                    )?;
+                    DigestChange::First
+                }
+                Some(d) if d == digest => {
+                    sql.exec(
+                        "UPDATE digests SET checked_at = ?3 WHERE image = ?1 AND platform = ?2",
+                        args![image, platform, now],
+                    )?;
+                    DigestChange::Same
+                }
+                Some(previous) => {
+                    sql.exec(
+                        "UPDATE digests SET previous = digest, digest = ?3, checked_at = ?4, changed_at = ?4
+                         WHERE image = ?1 AND platform = ?2",
+                        args![image, platform, digest, now],
+                    )?;
+                    DigestChange::Changed { previous }
+                }
+            })
+        })
     }
 
     /// The digest last recorded for `image` on `platform`.
     pub fn digest_of(&self, image: &str, platform: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row(
+        self.with_conn(|sql| {
+            sql.row(
                 "SELECT digest FROM digests WHERE image = ?1 AND platform = ?2",
-                params![image, platform],
-                |r| r.get(0),
-            )
-            .optional()?)
+                args![image, platform],
+            )?
+            .map(|r| r.text(0))
+            .transpose()
+        })
     }
 
     /// Every watched image tag and platform, by name.
     pub fn watched_digests(&self) -> Result<Vec<WatchedDigest>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT image, platform, digest, previous, checked_at, changed_at FROM digests
-             ORDER BY image, platform",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(WatchedDigest {
-                image: r.get(0)?,
-                platform: r.get(1)?,
-                digest: r.get(2)?,
-                previous: r.get(3)?,
-                checked_at: r.get(4)?,
-                changed_at: r.get(5)?,
-            })
+        let rows = self.with_conn(|sql| {
+            sql.rows(
+                "SELECT image, platform, digest, previous, checked_at, changed_at FROM digests
+                 ORDER BY image, platform",
+                &[],
+            )
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.iter()
+            .map(|r| {
+                Ok(WatchedDigest {
+                    image: r.text(0)?,
+                    platform: r.text(1)?,
+                    digest: r.text(2)?,
+                    previous: r.opt_text(3)?,
+                    checked_at: r.text(4)?,
+                    changed_at: r.opt_text(5)?,
+                })
+            })
+            .collect()
     }
 }

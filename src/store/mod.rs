@@ -1,22 +1,36 @@
-//! Persisted state (SQLite, WAL): accepted webhook events, the trigger
-//! queue, and the last scan's projects. The only module that touches the
-//! disk. An event is committed before GitLab gets its 2xx; triggers are
-//! rows until GitLab confirms a pipeline, so a crash loses nothing.
+//! Persisted state: accepted webhook events, the trigger queue, cascades,
+//! digests and the last scan's projects. The only module that touches the
+//! database — one SQLite file for one server (the default), or PostgreSQL
+//! shared by several replicas. An event is committed before GitLab gets
+//! its 2xx; triggers are rows until GitLab confirms a pipeline, so a crash
+//! loses nothing. The store's logic is written once, against [`sql::Sql`];
+//! the two databases differ only in a few statements, picked by
+//! [`sql::Backend`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-use rusqlite::{params, Connection, OptionalExtension};
+use std::time::Duration;
 
 use crate::scan::ScannedProject;
 
 mod cascades;
+mod database;
 mod digests;
+pub mod postgres;
 mod queue;
+mod replicas;
+pub mod sql;
+mod sqlite;
 
 pub use cascades::{CascadeTx, MemberPipeline, StoredCascade};
+pub use database::Database;
 pub use digests::{DigestChange, WatchedDigest};
+pub use postgres::Notice;
 pub use queue::{Accepted, NewEvent, NewTrigger, PipelineFacts, StoredEvent, StoredTrigger};
+pub use replicas::{ReplicaHandle, ReplicaRow};
+pub use sqlite::SCHEMA_VERSION;
+
+use sql::{args, Backend, Sql};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,6 +41,13 @@ pub enum StoreError {
     },
     #[error("state database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("cannot connect to PostgreSQL at {url}: {source}. Check --database (or AUTODEP_DATABASE_URL): host, port, user, password and database name, and that the server accepts this host")]
+    Connect {
+        url: String,
+        source: ::postgres::Error,
+    },
     #[error("state database holds data this version cannot read: {0}")]
     Corrupt(String),
     #[error("the state database {path} was written by a newer gitlab-docker-autodep (schema {found}; this version knows up to {known}): run the newer version, or give this one its own --state-dir")]
@@ -35,171 +56,58 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("the PostgreSQL database was written by a newer gitlab-docker-autodep (schema {found}; this version knows up to {known}): upgrade every replica to the newer version, or give this one its own database")]
+    NewerPostgres { found: i64, known: i64 },
     #[error("another gitlab-docker-autodep server{holder} is using the state directory {dir}; stop it, or give this one its own --state-dir")]
     Locked { dir: PathBuf, holder: String },
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    received_at TEXT NOT NULL,
-    kind TEXT NOT NULL,              -- pipeline | push
-    dedupe_key TEXT NOT NULL UNIQUE, -- the natural key (project, pipeline, status / commit)
-    event_uuid TEXT,                 -- X-Gitlab-Event-UUID, propagated to GitLab
-    project_id INTEGER NOT NULL,
-    project_path TEXT NOT NULL,
-    detail TEXT NOT NULL,            -- pipeline id / pushed commit
-    state TEXT NOT NULL,             -- pending | done | parked
-    outcome TEXT
-);
-CREATE INDEX IF NOT EXISTS events_pending ON events(state, id);
-CREATE TABLE IF NOT EXISTS triggers (
-    id INTEGER PRIMARY KEY,
-    event_id INTEGER NOT NULL,
-    event_uuid TEXT,
-    project_id INTEGER NOT NULL,
-    project_path TEXT NOT NULL,
-    git_ref TEXT NOT NULL,
-    upstream TEXT NOT NULL,
-    image TEXT NOT NULL,
-    state TEXT NOT NULL,             -- queued | done | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL DEFAULT 0,
-    pipeline_id INTEGER,
-    web_url TEXT,
-    error TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
--- At most one queued trigger per project: later ones coalesce into it.
-CREATE UNIQUE INDEX IF NOT EXISTS triggers_one_queued ON triggers(project_id) WHERE state = 'queued';
-CREATE INDEX IF NOT EXISTS triggers_due ON triggers(state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS triggers_event ON triggers(event_id);
-CREATE TABLE IF NOT EXISTS projects (
-    id INTEGER PRIMARY KEY,
-    json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cascades (
-    id INTEGER PRIMARY KEY,
-    root_project_id INTEGER NOT NULL,
-    root_path TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    state TEXT NOT NULL,             -- running | finished | closed
-    machine TEXT NOT NULL,           -- cascade::Cascade as JSON
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cascades_state ON cascades(state, id);
--- Which cascades wait for a trigger's pipeline (several, when they joined).
-CREATE TABLE IF NOT EXISTS digests (
-    image TEXT NOT NULL,             -- registry/path:tag
-    platform TEXT NOT NULL,          -- os/arch[/variant]
-    digest TEXT NOT NULL,
-    previous TEXT,
-    first_seen TEXT NOT NULL,
-    checked_at TEXT NOT NULL,
-    changed_at TEXT,
-    PRIMARY KEY (image, platform)
-);
-CREATE TABLE IF NOT EXISTS cascade_members (
-    cascade_id INTEGER NOT NULL,
-    project_id INTEGER NOT NULL,
-    member TEXT NOT NULL,            -- cascade::Member as JSON
-    PRIMARY KEY (cascade_id, project_id)
-);
-CREATE INDEX IF NOT EXISTS cascade_members_project ON cascade_members(project_id);
-CREATE TABLE IF NOT EXISTS attachments (
-    trigger_id INTEGER NOT NULL,
-    cascade_id INTEGER NOT NULL,
-    PRIMARY KEY (trigger_id, cascade_id)
-);
-";
-
-/// Creates the state directory (0700) and the database file (0600) when
-/// they do not exist yet, so that SQLite's journal files, which take the
-/// database's mode, are private too. An existing directory (a systemd
-/// `StateDirectory`, a mounted volume) keeps its mode.
-fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(database)?;
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)?;
-    Ok(())
+/// An open connection to one of the two databases.
+enum Conn {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<postgres::PgConn>),
 }
 
-/// The layout this version writes, kept in SQLite's `user_version`.
-/// 1: events, triggers, projects (the first server); 2: retries, cascades,
-/// attachments, markers; 3: `projects.fetched_at`, `triggers_event`,
-/// `triggers.fired_at`, `digests`; 4: `cascade_members` (older cascades
-/// keep their members in their JSON until their next step), the indexes
-/// `events_pipeline` and `triggers_running`.
-pub const SCHEMA_VERSION: i64 = 4;
+/// How long a replica's claim on an event or trigger lasts without a
+/// heartbeat, unless `--lease` says otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// Brings a database written by an earlier version up to date: columns
-/// added since are added, with their defaults. Every step is idempotent, so
-/// a crash halfway is finished by the next start.
-fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
-    for (table, column, definition) in [
-        ("events", "attempts", "INTEGER NOT NULL DEFAULT 0"),
-        ("events", "next_attempt_at", "INTEGER NOT NULL DEFAULT 0"),
-        ("events", "idempotency_key", "TEXT"),
-        ("events", "pipeline_id", "INTEGER"),
-        ("events", "pipeline_status", "TEXT"),
-        ("events", "trigger_marker", "TEXT"),
-        ("triggers", "marker", "TEXT"),
-        ("triggers", "posted", "INTEGER NOT NULL DEFAULT 0"),
-        ("triggers", "depth", "INTEGER NOT NULL DEFAULT 0"),
-        ("projects", "fetched_at", "INTEGER NOT NULL DEFAULT 0"),
-        ("triggers", "fired_at", "TEXT"),
-    ] {
-        let exists = conn
-            .prepare(&format!(
-                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
-            ))?
-            .exists([column])?;
-        if !exists {
-            conn.execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN {column} {definition};"
-            ))?;
-        }
-    }
-    conn.execute_batch(
-        "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events(idempotency_key)
-         WHERE idempotency_key IS NOT NULL;
-         CREATE INDEX IF NOT EXISTS events_pipeline ON events(project_id, pipeline_id)
-         WHERE pipeline_id IS NOT NULL;
-         CREATE INDEX IF NOT EXISTS triggers_running ON triggers(state, pipeline_id);",
-    )?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    Ok(())
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Conn>>,
+    backend: Backend,
+    /// Running cascades as last committed (see `cascades.rs`): only with
+    /// SQLite, where this process is the only writer.
+    cascades: Option<Arc<cascades::CascadeCache>>,
+    /// Who claims work, and for how long (PostgreSQL).
+    me: Arc<postgres::Identity>,
+    /// SQLite: an exclusive lock on `server.lock` in the state directory,
+    /// held as long as any clone of the store lives: one server per
+    /// directory.
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 /// Writes a project's read unless the stored one began later.
-fn upsert_project(conn: &Connection, p: &ScannedProject) -> Result<(), StoreError> {
+fn upsert_project(sql: &mut dyn Sql, p: &ScannedProject) -> Result<(), StoreError> {
     let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    conn.prepare_cached(
+    sql.exec(
         "INSERT INTO projects (id, json, fetched_at) VALUES (?1, ?2, ?3)
          ON CONFLICT(id) DO UPDATE SET json = excluded.json, fetched_at = excluded.fetched_at
          WHERE excluded.fetched_at >= projects.fetched_at",
-    )?
-    .execute(params![p.project.id as i64, json, p.fetched_at])?;
+        args![p.project.id, json, p.fetched_at],
+    )?;
+    Ok(())
+}
+
+/// Tells the other replicas that the stored graph changed (PostgreSQL
+/// delivers it when the transaction commits).
+fn graph_changed(sql: &mut dyn Sql, me: &str) -> Result<(), StoreError> {
+    if sql.backend() == Backend::Postgres {
+        sql.exec(
+            &format!("SELECT pg_notify('{}', ?1)", postgres::GRAPH_CHANNEL),
+            args![me],
+        )?;
+    }
     Ok(())
 }
 
@@ -211,105 +119,148 @@ fn now_text() -> String {
         .unwrap_or_default()
 }
 
-#[derive(Clone)]
-pub struct Store {
-    conn: Arc<Mutex<Connection>>,
-    /// Running cascades as last committed (see `cascades.rs`).
-    cascades: Arc<cascades::CascadeCache>,
-    /// An exclusive lock on `server.lock` in the state directory, held as
-    /// long as any clone of the store lives: one server per directory.
-    _lock: Arc<std::fs::File>,
+/// `now - age` as stored times are written (RFC 3339), for comparisons.
+fn cutoff_text(age: Duration) -> String {
+    (time::OffsetDateTime::now_utc() - time::Duration::try_from(age).unwrap_or(time::Duration::MAX))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
-/// Takes the state directory's lock, or says who holds it.
-fn lock_directory(dir: &Path) -> Result<std::fs::File, StoreError> {
-    use std::io::{Read, Seek, Write};
-    let path = dir.join("server.lock");
-    let io = |e: std::io::Error| {
-        StoreError::Sql(rusqlite::Error::InvalidPath(
-            format!("{}: {e}", path.display()).into(),
-        ))
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {
-            file.set_len(0).map_err(io)?;
-            file.rewind().map_err(io)?;
-            write!(file, "{}", std::process::id()).map_err(io)?;
-            Ok(file)
-        }
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            Err(StoreError::Locked {
-                dir: dir.to_path_buf(),
-                holder: if pid.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {pid})")
-                },
-            })
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+fn identity(lease: Duration) -> postgres::Identity {
+    postgres::Identity {
+        id: format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        lease,
     }
 }
 
 impl Store {
     /// Opens (creating if needed) `DIR/state.sqlite3`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let path = dir.join("state.sqlite3");
-        let open_err = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        private_files(dir, &path).map_err(|e| {
-            open_err(rusqlite::Error::InvalidPath(
-                format!("{}: {e}", dir.display()).into(),
-            ))
-        })?;
-        let lock = lock_directory(dir)?;
-        let conn = Connection::open(&path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(open_err)?;
-        // WAL + FULL: a commit is on disk before GitLab hears "accepted".
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        // After a checkpoint the log is cut back to this size, so one large
-        // burst does not leave a large file behind.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
-            .map_err(open_err)?;
-        let found: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(open_err)?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::Newer {
-                path,
-                found,
-                known: SCHEMA_VERSION,
-            });
-        }
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        migrate(&conn).map_err(open_err)?;
+        Store::open_sqlite(dir, &dir.join("state.sqlite3"))
+    }
+
+    fn open_sqlite(dir: &Path, path: &Path) -> Result<Store, StoreError> {
+        let (conn, lock) = sqlite::open(dir, path)?;
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            cascades: Default::default(),
-            _lock: Arc::new(lock),
+            conn: Arc::new(Mutex::new(Conn::Sqlite(conn))),
+            backend: Backend::Sqlite,
+            cascades: Some(Default::default()),
+            me: Arc::new(identity(DEFAULT_LEASE)),
+            _lock: Some(Arc::new(lock)),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite inconsistent
-        // (transactions roll back), so a poisoned lock is still usable.
+    /// Opens the database the server was told to use; `lease` is how long
+    /// this replica's claims on work last without its heartbeat.
+    pub fn connect(
+        database: &Database,
+        state_dir: &Path,
+        lease: Duration,
+    ) -> Result<Store, StoreError> {
+        match database {
+            Database::Sqlite(None) => Store::open(state_dir),
+            Database::Sqlite(Some(path)) => {
+                let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+                Store::open_sqlite(dir.unwrap_or(Path::new(".")), path)
+            }
+            Database::Postgres(url) => Ok(Store {
+                conn: Arc::new(Mutex::new(Conn::Postgres(Box::new(
+                    postgres::PgConn::open(url)?,
+                )))),
+                backend: Backend::Postgres,
+                cascades: None,
+                me: Arc::new(identity(lease)),
+                _lock: None,
+            }),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// This replica's name among the others.
+    pub fn replica_id(&self) -> &str {
+        &self.me.id
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Conn> {
+        // A panic while holding the lock cannot leave the database
+        // inconsistent (transactions roll back), so a poisoned lock is
+        // still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the connection, each statement on its own.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        match &mut *conn {
+            Conn::Sqlite(c) => f(c),
+            Conn::Postgres(pg) => {
+                pg.ensure()?;
+                let pg = &mut **pg;
+                f(&mut sql::Pg {
+                    client: &mut pg.client,
+                    prepared: &mut pg.prepared,
+                })
+            }
+        }
+    }
+
+    /// Runs `f` in one transaction: all of it is committed, or none.
+    fn with_tx<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        match &mut *conn {
+            Conn::Sqlite(c) => {
+                let mut tx = sql::SqliteTx(c.transaction()?);
+                let out = f(&mut tx)?;
+                tx.0.commit()?;
+                Ok(out)
+            }
+            Conn::Postgres(pg) => {
+                pg.ensure()?;
+                let pg = &mut **pg;
+                let mut tx = pg.client.transaction()?;
+                let out = f(&mut sql::Pg {
+                    client: &mut tx,
+                    prepared: &mut pg.prepared,
+                })?;
+                tx.commit()?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// The same database on a connection of its own (PostgreSQL), so that
+    /// accepting webhooks does not wait behind the worker's statements.
+    /// With SQLite, the same connection: one writer at a time anyway.
+    pub fn own_connection(&self) -> Result<Store, StoreError> {
+        let url = match &*self.lock() {
+            Conn::Postgres(pg) => pg.config().1,
+            Conn::Sqlite(_) => return Ok(self.clone()),
+        };
+        Ok(Store {
+            conn: Arc::new(Mutex::new(Conn::Postgres(Box::new(
+                postgres::PgConn::open(&url)?,
+            )))),
+            ..self.clone()
+        })
+    }
+
+    /// Runs a statement as it is: for tests that age or damage rows.
+    #[doc(hidden)]
+    pub fn execute_for_tests(&self, statement: &str) -> Result<usize, StoreError> {
+        self.with_conn(|sql| sql.exec(statement, &[]))
     }
 
     /// Stores a rescan begun at `started_at` (Unix milliseconds) with the
@@ -320,69 +271,76 @@ impl Store {
         projects: &[ScannedProject],
         started_at: i64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        tx.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS scanned_ids (id INTEGER PRIMARY KEY);
-             DELETE FROM scanned_ids;",
-        )?;
-        for p in projects {
-            upsert_project(&tx, p)?;
-            tx.prepare_cached("INSERT OR IGNORE INTO scanned_ids (id) VALUES (?1)")?
-                .execute([p.project.id as i64])?;
-        }
-        tx.execute(
-            "DELETE FROM projects WHERE fetched_at < ?1 AND id NOT IN (SELECT id FROM scanned_ids)",
-            [started_at],
-        )?;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('scanned_at', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [now_text()],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let me = self.me.id.clone();
+        self.with_tx(|sql| {
+            for p in projects {
+                upsert_project(sql, p)?;
+            }
+            let scanned: std::collections::HashSet<i64> =
+                projects.iter().map(|p| p.project.id as i64).collect();
+            // Read before this scan began and not seen by it: gone.
+            let stale = sql.rows(
+                "SELECT id FROM projects WHERE fetched_at < ?1",
+                args![started_at],
+            )?;
+            for row in stale {
+                let id = row.int(0)?;
+                if !scanned.contains(&id) {
+                    sql.exec("DELETE FROM projects WHERE id = ?1", args![id])?;
+                }
+            }
+            sql.exec(
+                "INSERT INTO meta (key, value) VALUES ('scanned_at', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                args![now_text()],
+            )?;
+            graph_changed(sql, &me)
+        })
     }
 
     /// Stores one project's read (a push patch) unless a newer read of it
     /// is stored.
     pub fn save_project(&self, project: &ScannedProject) -> Result<(), StoreError> {
-        upsert_project(&self.lock(), project)
+        let me = self.me.id.clone();
+        self.with_tx(|sql| {
+            upsert_project(sql, project)?;
+            graph_changed(sql, &me)
+        })
+    }
+
+    fn scanned_at(sql: &mut dyn Sql) -> Result<Option<String>, StoreError> {
+        sql.row("SELECT value FROM meta WHERE key = 'scanned_at'", &[])?
+            .map(|r| r.text(0))
+            .transpose()
     }
 
     /// How long ago the stored scan was saved, if one was.
-    pub fn scan_age(&self) -> Result<Option<std::time::Duration>, StoreError> {
-        let saved: Option<String> = self
-            .lock()
-            .query_row("SELECT value FROM meta WHERE key = 'scanned_at'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
+    pub fn scan_age(&self) -> Result<Option<Duration>, StoreError> {
+        let saved = self.with_conn(Store::scanned_at)?;
         Ok(saved
             .and_then(|t| {
                 time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
             })
             .map(|at| {
                 let age = time::OffsetDateTime::now_utc() - at;
-                std::time::Duration::from_secs_f64(age.as_seconds_f64().max(0.0))
+                Duration::from_secs_f64(age.as_seconds_f64().max(0.0))
             }))
     }
 
     /// The stored scan, or `None` when no scan was ever saved.
     pub fn load_projects(&self) -> Result<Option<Vec<ScannedProject>>, StoreError> {
-        let conn = self.lock();
-        let scanned: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'scanned_at'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if scanned.is_none() {
+        let rows = self.with_conn(|sql| {
+            if Store::scanned_at(sql)?.is_none() {
+                return Ok(None);
+            }
+            sql.rows("SELECT json FROM projects ORDER BY id", &[])
+                .map(Some)
+        })?;
+        let Some(rows) = rows else {
             return Ok(None);
-        }
-        let mut stmt = conn.prepare("SELECT json FROM projects ORDER BY id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for json in rows {
-            match serde_json::from_str(&json?) {
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            match serde_json::from_str(&row.text(0)?) {
                 Ok(project) => out.push(project),
                 // Written by another version: a rescan replaces it.
                 Err(e) => {

@@ -8,12 +8,49 @@ use std::time::Duration;
 use gitlab_sim::{PipelineStatus, ProjectSpec, SimBuilder, Simulator};
 
 pub mod hostile;
+pub mod postgres;
+pub mod proxy;
 pub mod registry;
 pub mod server;
 
 pub const TOKEN: &str = "glpat-e2e";
 /// The simulator's registry for a GitLab on 127.0.0.1.
 pub const REG: &str = "registry.127.0.0.1";
+
+/// `g/base`, then four layers of 12 or 13 projects, each built on one or
+/// two projects of the layer above: 50 projects with many diamonds.
+pub fn layered_projects(rng: &mut rand::rngs::StdRng) -> Vec<ProjectSpec> {
+    let mut layers: Vec<Vec<String>> = vec![vec!["g/base".into()]];
+    let mut specs = vec![image_project("g/base", &[])];
+    for layer in 1..=4 {
+        let size = if layer == 4 { 13 } else { 12 };
+        let mut this = Vec::new();
+        for i in 0..size {
+            let path = format!("g/l{layer}-{i:02}");
+            let above = &layers[layer - 1];
+            let mut bases = vec![above[rand::Rng::random_range(rng, 0..above.len())].clone()];
+            if above.len() > 1 && rand::Rng::random_bool(rng, 0.5) {
+                bases.push(above[rand::Rng::random_range(rng, 0..above.len())].clone());
+            }
+            bases.dedup();
+            let refs: Vec<&str> = bases.iter().map(String::as_str).collect();
+            specs.push(
+                image_project(&path, &refs)
+                    .pipeline(Duration::from_millis(150), PipelineStatus::Success),
+            );
+            this.push(path);
+        }
+        layers.push(this);
+    }
+    specs
+}
+
+/// The projects `layered_projects` builds on `g/base`: all of them but it.
+pub fn layered_paths() -> Vec<String> {
+    (1..=4)
+        .flat_map(|l| (0..if l == 4 { 13 } else { 12 }).map(move |i| format!("g/l{l}-{i:02}")))
+        .collect()
+}
 
 /// A project whose Dockerfile is `FROM` each of `bases` (paths on our registry).
 pub fn image_project(path: &str, bases: &[&str]) -> ProjectSpec {
