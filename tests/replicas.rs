@@ -212,4 +212,22 @@ async fn two_replicas_survive_twenty_sigkills_with_nothing_lost() {
         )
         .await;
     assert!(leaders_seen.len() > 1, "the leader's role moved");
+
+    // A replica stopped as Kubernetes stops it (SIGTERM) exits cleanly and
+    // leaves at once: its leases and role handed back, not left to lapse.
+    let stopping = servers[0].status().await["replica"]["id"].clone();
+    let pid = servers[0].child.id().unwrap().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = servers[0].child.wait().await.unwrap();
+    assert!(status.success(), "SIGTERM: {status:?}");
+    let s = servers[1].status().await;
+    let listed = s["replicas"].as_array().unwrap();
+    assert!(
+        listed.iter().all(|r| r["id"] != stopping),
+        "the stopped replica left the list: {listed:#?}"
+    );
 }

@@ -205,11 +205,8 @@ impl Store {
             Conn::Sqlite(c) => f(c),
             Conn::Postgres(pg) => {
                 pg.ensure()?;
-                let pg = &mut **pg;
-                f(&mut sql::Pg {
-                    client: &mut pg.client,
-                    prepared: &mut pg.prepared,
-                })
+                let (client, prepared) = pg.parts();
+                f(&mut sql::Pg { client, prepared })
             }
         }
     }
@@ -229,11 +226,11 @@ impl Store {
             }
             Conn::Postgres(pg) => {
                 pg.ensure()?;
-                let pg = &mut **pg;
-                let mut tx = pg.client.transaction()?;
+                let (client, prepared) = pg.parts();
+                let mut tx = client.transaction()?;
                 let out = f(&mut sql::Pg {
                     client: &mut tx,
-                    prepared: &mut pg.prepared,
+                    prepared,
                 })?;
                 tx.commit()?;
                 Ok(out)

@@ -155,7 +155,8 @@ pub fn redacted(url: &str) -> String {
 /// One connection to PostgreSQL and the statements prepared on it; made
 /// again when it was lost.
 pub struct PgConn {
-    pub client: postgres::Client,
+    /// Always there but while dropped (see `Drop`).
+    client: Option<postgres::Client>,
     pub prepared: Prepared,
     config: postgres::Config,
     url: String,
@@ -180,7 +181,7 @@ impl PgConn {
         let mut client = connect_with(&config, url)?;
         migrate(&mut client)?;
         Ok(PgConn {
-            client,
+            client: Some(client),
             prepared: Prepared::new(),
             config,
             url: url.to_string(),
@@ -190,15 +191,32 @@ impl PgConn {
     /// Connects again when the connection was lost (a restarted database,
     /// a failover); statements are prepared again on the new one.
     pub fn ensure(&mut self) -> Result<(), StoreError> {
-        if self.client.is_closed() {
-            self.client = connect_with(&self.config, &self.url)?;
+        if self.client.as_ref().is_none_or(postgres::Client::is_closed) {
+            self.client = Some(connect_with(&self.config, &self.url)?);
             self.prepared.clear();
         }
         Ok(())
     }
 
+    /// The client and the statements prepared on it.
+    pub fn parts(&mut self) -> (&mut postgres::Client, &mut Prepared) {
+        let client = self.client.as_mut().expect("a client until dropped");
+        (client, &mut self.prepared)
+    }
+
     pub fn config(&self) -> (postgres::Config, String) {
         (self.config.clone(), self.url.clone())
+    }
+}
+
+impl Drop for PgConn {
+    /// `postgres::Client` closes its connection by blocking on a runtime of
+    /// its own, which panics on an async runtime's thread (where the last
+    /// clone of a store may well be dropped): it is closed on a thread.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            std::thread::spawn(move || drop(client));
+        }
     }
 }
 

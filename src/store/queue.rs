@@ -346,21 +346,24 @@ impl Store {
     }
 
     /// Pipelines we created that have not ended yet, as far as the events
-    /// tell: what `--max-running` counts. With PostgreSQL, triggers being
-    /// created by any replica (leased) count too.
+    /// tell: what `--max-running` counts. With PostgreSQL, triggers other
+    /// replicas are creating (leased to them) count too; the caller adds
+    /// its own.
     pub fn running_pipelines(&self) -> Result<usize, StoreError> {
-        let n = self.with_conn(|sql| {
-            let extra = match sql.backend() {
-                Backend::Sqlite => String::new(),
-                Backend::Postgres => format!(
-                    " + (SELECT COUNT(*) FROM triggers WHERE state = 'queued' AND lease_until >= {NOW_MS})"
-                ),
-            };
-            sql.one(
-                &format!("SELECT (SELECT COUNT(*) {RUNNING_PIPELINES}){extra}"),
-                &[],
-            )?
-            .int(0)
+        let n = self.with_conn(|sql| match sql.backend() {
+            Backend::Sqlite => sql
+                .one(&format!("SELECT COUNT(*) {RUNNING_PIPELINES}"), &[])?
+                .int(0),
+            Backend::Postgres => sql
+                .one(
+                    &format!(
+                        "SELECT (SELECT COUNT(*) {RUNNING_PIPELINES})
+                              + (SELECT COUNT(*) FROM triggers WHERE state = 'queued'
+                                 AND lease_until >= {NOW_MS} AND lease_owner <> ?1)"
+                    ),
+                    args![self.me.id.as_str()],
+                )?
+                .int(0),
         })?;
         Ok(n as usize)
     }

@@ -168,3 +168,27 @@ pub async fn project_id(sim: &Simulator, path: &str) -> u64 {
         .unwrap();
     p["id"].as_u64().unwrap()
 }
+
+/// `nginx -t` on a server block (in a scratch `nginx.conf` of its own, in
+/// `dir`): `Err` with nginx's complaint.
+pub fn nginx_accepts(dir: &std::path::Path, site: &str) -> Result<(), String> {
+    std::fs::write(dir.join("site.conf"), site).unwrap();
+    let main = format!(
+        "pid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  include {0}/site.conf;\n}}\n",
+        dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), main).unwrap();
+    let out = std::process::Command::new("nginx")
+        .arg("-t")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .output()
+        .expect("nginx is installed (scripts/test installs nginx-light when missing)");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
