@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::server::*;
 use common::*;
@@ -43,28 +42,8 @@ async fn twenty_sigkills_during_a_cascade_lose_nothing_and_double_nothing() {
         server.child.wait().await.unwrap();
         server = Server::launch(&sim, state.path(), &args, &[]).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = server.status().await;
-        let done = s["queue"]["running_cascades"] == 0
-            && s["queue"]["pending_events"] == 0
-            && s["queue"]["queued_triggers"] == 0;
-        if done && sim.pipelines().iter().all(|p| p.status.is_settled()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never finished: {s:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut built: BTreeMap<String, usize> = BTreeMap::new();
-    for p in sim.pipelines() {
-        *built.entry(p.project_path).or_default() += 1;
-    }
-    let expected = layered_paths();
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|p| !built.contains_key(*p))
-        .collect();
-    let doubled: Vec<(&String, &usize)> = built.iter().filter(|(_, n)| **n > 1).collect();
+    wait_settled(&sim, &server, Duration::from_secs(120)).await;
+    let (missing, doubled) = built(&sim, &layered_paths());
     let lost = sim
         .hook_deliveries()
         .iter()
@@ -72,7 +51,7 @@ async fn twenty_sigkills_during_a_cascade_lose_nothing_and_double_nothing() {
         .count();
     eprintln!(
         "chaos: {ROUNDS} kills, {lost} success hooks lost; {} built, {} missing, {} doubled",
-        built.len() - 1,
+        layered_paths().len() - missing.len(),
         missing.len(),
         doubled.len()
     );

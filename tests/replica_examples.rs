@@ -276,6 +276,19 @@ async fn the_deployment_runs_as_two_replicas_that_pass_their_probes() {
     names.sort();
     assert_eq!(names, ["autodep-0", "autodep-1"]);
     assert_eq!(s["projects"], 2, "the graph is served");
+    let page = reqwest::get(format!("{}/", urls[1]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<h2>Replicas</h2>")
+            && page.contains("autodep-0")
+            && page.contains("(this one)"),
+        "the status page lists the replicas"
+    );
+    assert_eq!(page.matches("<td>leader: ").count(), 1, "and who leads");
     assert!(
         !no_state.exists(),
         "nothing written to the (read-only) root file system"

@@ -16,7 +16,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::server::*;
 use common::*;
@@ -147,28 +147,8 @@ async fn two_replicas_survive_twenty_sigkills_with_nothing_lost() {
     stop.store(true, Ordering::SeqCst);
     streaming.await.unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let s = servers[0].status().await;
-        let done = s["queue"]["running_cascades"] == 0
-            && s["queue"]["pending_events"] == 0
-            && s["queue"]["queued_triggers"] == 0;
-        if done && sim.pipelines().iter().all(|p| p.status.is_settled()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never finished: {s:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut built: BTreeMap<String, usize> = BTreeMap::new();
-    for p in sim.pipelines() {
-        *built.entry(p.project_path).or_default() += 1;
-    }
-    let expected = layered_paths();
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|p| !built.contains_key(*p))
-        .collect();
-    let doubled: Vec<(&String, &usize)> = built.iter().filter(|(_, n)| **n > 1).collect();
+    wait_settled(&sim, &servers[0], Duration::from_secs(180)).await;
+    let (missing, doubled) = built(&sim, &layered_paths());
     let lost = sim
         .hook_deliveries()
         .iter()
@@ -184,7 +164,7 @@ async fn two_replicas_survive_twenty_sigkills_with_nothing_lost() {
     eprintln!(
         "replicas: {ROUNDS} kills, {} leaders seen, {lost} hook deliveries failed; {} built, {} missing, {} built twice; stream: {} answered 2xx, {} stored",
         leaders_seen.len(),
-        built.len() - 1,
+        layered_paths().len() - missing.len(),
         missing.len(),
         doubled.len(),
         answered.len(),
@@ -230,4 +210,52 @@ async fn two_replicas_survive_twenty_sigkills_with_nothing_lost() {
         listed.iter().all(|r| r["id"] != stopping),
         "the stopped replica left the list: {listed:#?}"
     );
+}
+
+/// `--database` as operators give it: a URL in a file (a mounted secret),
+/// `sqlite://PATH`; a wrong one is refused with what to do, without the
+/// password.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_option_reads_files_and_refuses_what_it_cannot_use() {
+    let sim = start(vec![image_project("g/base", &[])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("database_url");
+    let db = dir.path().join("elsewhere/state.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    std::fs::write(&file, format!("sqlite://{}\n", db.display())).unwrap();
+    let server = Server::start(
+        &sim,
+        &dir.path().join("state"),
+        &["--database-file", file.to_str().unwrap()],
+    )
+    .await;
+    assert!(db.exists(), "the SQLite file is where the URL says");
+    assert!(!dir.path().join("state").join("state.sqlite3").exists());
+    drop(server);
+    for (url, says) in [
+        ("mysql://u:hunter2@db/x", "use sqlite://PATH or postgres://"),
+        (
+            "postgres://u:hunter2@127.0.0.1:1/x",
+            "cannot connect to PostgreSQL",
+        ),
+    ] {
+        let out = autodep_env(
+            &[("GITLAB_URL", &sim.url()), ("GITLAB_TOKEN", TOKEN)],
+            &[
+                "server",
+                "--insecure-no-webhook-auth",
+                "--port",
+                "0",
+                "--database",
+                url,
+            ],
+        )
+        .await;
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{url}");
+        assert!(
+            err.contains(says) && !err.contains("hunter2"),
+            "{url}: {err}"
+        );
+    }
 }

@@ -202,7 +202,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         let mut conn = self.lock();
         match &mut *conn {
-            Conn::Sqlite(c) => f(c),
+            Conn::Sqlite(c) => f(&mut sql::Sqlite(&*c)),
             Conn::Postgres(pg) => {
                 pg.ensure()?;
                 let (client, prepared) = pg.parts();
@@ -219,7 +219,7 @@ impl Store {
         let mut conn = self.lock();
         match &mut *conn {
             Conn::Sqlite(c) => {
-                let mut tx = sql::SqliteTx(c.transaction()?);
+                let mut tx = sql::Sqlite(c.transaction()?);
                 let out = f(&mut tx)?;
                 tx.0.commit()?;
                 Ok(out)

@@ -165,26 +165,11 @@ fn sqlite_rows(
     Ok(out)
 }
 
-impl Sql for rusqlite::Connection {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
-    }
+/// A SQLite connection or transaction (which is its connection, inside
+/// the transaction).
+pub struct Sqlite<C>(pub C);
 
-    fn exec(&mut self, sql: &str, args: &[Value]) -> Result<usize, StoreError> {
-        Ok(self
-            .prepare_cached(sql)?
-            .execute(rusqlite::params_from_iter(args))?)
-    }
-
-    fn rows(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, StoreError> {
-        sqlite_rows(self, sql, args)
-    }
-}
-
-/// A SQLite transaction: the connection's calls, inside it.
-pub struct SqliteTx<'a>(pub rusqlite::Transaction<'a>);
-
-impl Sql for SqliteTx<'_> {
+impl<C: std::ops::Deref<Target = rusqlite::Connection>> Sql for Sqlite<C> {
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }

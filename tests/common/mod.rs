@@ -97,6 +97,8 @@ pub fn binary() -> tokio::process::Command {
         "AUTODEP_WEBHOOK_TOKEN",
         "CI_REGISTRY",
         "AUTODEP_FAILPOINTS",
+        "AUTODEP_DATABASE_URL",
+        "AUTODEP_ADVERTISE",
     ] {
         cmd.env_remove(var);
     }

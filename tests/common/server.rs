@@ -164,3 +164,36 @@ pub async fn wait_quiet(sim: &Simulator, server: &Server) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until the server's queue is empty, no cascade runs and every
+/// pipeline settled (at most `within`).
+pub async fn wait_settled(sim: &Simulator, server: &Server, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = server.status().await;
+        let done = s["queue"]["running_cascades"] == 0
+            && s["queue"]["pending_events"] == 0
+            && s["queue"]["queued_triggers"] == 0;
+        if done && sim.pipelines().iter().all(|p| p.status.is_settled()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never finished: {s:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Of `expected`, the projects never built, and the projects built more
+/// than once with how often.
+pub fn built(sim: &Simulator, expected: &[String]) -> (Vec<String>, Vec<(String, usize)>) {
+    let mut built: std::collections::BTreeMap<String, usize> = Default::default();
+    for p in sim.pipelines() {
+        *built.entry(p.project_path).or_default() += 1;
+    }
+    let missing = expected
+        .iter()
+        .filter(|p| !built.contains_key(*p))
+        .cloned()
+        .collect();
+    let doubled = built.into_iter().filter(|(_, n)| *n > 1).collect();
+    (missing, doubled)
+}
