@@ -259,3 +259,70 @@ async fn the_database_option_reads_files_and_refuses_what_it_cannot_use() {
         );
     }
 }
+
+/// Runs statements on the cluster's `postgres` database (off the runtime).
+fn admin(cluster: &common::postgres::Cluster, statements: String) {
+    let url = cluster.url("postgres");
+    std::thread::spawn(move || {
+        let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        db.batch_execute(&statements).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// The database refuses the replica for a while (a failover, a restart):
+/// `/readyz` says so, and once the database is back the replica connects
+/// again by itself and runs the next cascade.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_cut_off_from_the_database_is_not_ready_and_recovers() {
+    let Some(cluster) = common::postgres::cluster() else {
+        return;
+    };
+    let url = cluster.database();
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let sim = start(vec![
+        image_project("g/base", &[]),
+        image_project("g/app", &["g/base"]),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&sim, state.path(), &["--database", &url, "--lease", "3s"]).await;
+    sim.add_webhook(&format!("{}/webhook", server.url), Some(SECRET));
+    let readyz = |want: u16| {
+        let url = format!("{}/readyz", server.url);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let r = reqwest::get(&url).await.unwrap();
+                if r.status() == want {
+                    return r.text().await.unwrap();
+                }
+                assert!(std::time::Instant::now() < deadline, "/readyz never {want}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    admin(
+        cluster,
+        format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ),
+    );
+    let why = readyz(503).await;
+    assert!(why.contains("database"), "{why}");
+    admin(
+        cluster,
+        format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true;"),
+    );
+    readyz(200).await;
+    sim.run_pipeline("g/base").unwrap();
+    server.cascades_done().await;
+    wait_settled(&sim, &server, Duration::from_secs(60)).await;
+    let (missing, doubled) = built(&sim, &["g/app".to_string()]);
+    assert!(
+        missing.is_empty() && doubled.is_empty(),
+        "{missing:?} {doubled:?}"
+    );
+}

@@ -175,9 +175,9 @@ pub struct AppState {
     ignored: Mutex<VecDeque<(String, String)>>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     started: Instant,
-    /// This replica runs rescans, reconciliation, retention and digest
-    /// checks (always, with SQLite).
-    leader: Arc<AtomicBool>,
+    /// Whether this replica leads (always, with SQLite) and reaches the
+    /// database, as its heartbeat last found.
+    replica: crate::store::ReplicaFlags,
 }
 
 impl AppState {
@@ -192,14 +192,22 @@ impl AppState {
         self.ready.store(true, Ordering::SeqCst);
     }
 
-    /// A graph is loaded and no supervised task is down.
+    /// A graph is loaded, no supervised task is down and the database
+    /// answers.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.tasks_down.load(Ordering::SeqCst) == 0
+        self.ready.load(Ordering::SeqCst)
+            && self.tasks_down.load(Ordering::SeqCst) == 0
+            && self.database_ok()
     }
 
     /// Whether this replica holds the leader's role.
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
+        self.replica.leader.load(Ordering::SeqCst)
+    }
+
+    /// The database answered this replica's last heartbeat.
+    pub fn database_ok(&self) -> bool {
+        self.replica.database_ok.load(Ordering::SeqCst)
     }
 
     /// A graph is loaded (the refresher's own test: it must not wait on
@@ -415,7 +423,7 @@ pub async fn start(
         ignored: Mutex::default(),
         metrics: handle,
         started: Instant::now(),
-        leader: Arc::new(AtomicBool::new(false)),
+        replica: Default::default(),
         config,
     });
     if let Some(projects) = tokio::task::spawn_blocking(move || store.load_projects()).await?? {
@@ -435,7 +443,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let advertise = app.config.advertise.clone().unwrap_or(addr.to_string());
-    let mut replica = app.store.start_replica(&advertise, app.leader.clone());
+    let mut replica = app.store.start_replica(&advertise, app.replica.clone());
     if let Some(notices) = replica.notices.take() {
         tokio::spawn(hear_replicas(app.clone(), notices));
     }

@@ -138,6 +138,12 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if !app.database_ok() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database does not answer this replica (see the log); webhooks cannot be stored\n",
+        )
+            .into_response()
     } else if app.has_graph() {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -230,7 +230,13 @@ pub fn spawn_writer(store: Store) -> AcceptQueue {
                     }
                 }
                 let events: Vec<NewEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
-                match store.accept_events(&events) {
+                // A connection the database closed is made again by the
+                // next attempt; a batch that did commit is all duplicates
+                // the second time, which is answered the same.
+                let accepted = store
+                    .accept_events(&events)
+                    .or_else(|_| store.accept_events(&events));
+                match accepted {
                     Ok(results) => {
                         for ((_, reply), result) in batch.into_iter().zip(results) {
                             let _ = reply.send(Ok(result));

@@ -27,7 +27,7 @@ pub use database::Database;
 pub use digests::{DigestChange, WatchedDigest};
 pub use postgres::Notice;
 pub use queue::{Accepted, NewEvent, NewTrigger, PipelineFacts, StoredEvent, StoredTrigger};
-pub use replicas::{ReplicaHandle, ReplicaRow};
+pub use replicas::{ReplicaFlags, ReplicaHandle, ReplicaRow};
 pub use sqlite::SCHEMA_VERSION;
 
 use sql::{args, Backend, Sql};
@@ -41,9 +41,9 @@ pub enum StoreError {
     },
     #[error("state database error: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("PostgreSQL error: {0}")]
+    #[error("PostgreSQL error: {}", postgres::said(.0))]
     Postgres(#[from] ::postgres::Error),
-    #[error("cannot connect to PostgreSQL at {url}: {source}. Check --database (or AUTODEP_DATABASE_URL): host, port, user, password and database name, and that the server accepts this host")]
+    #[error("cannot connect to PostgreSQL at {url}: {}. Check --database (or AUTODEP_DATABASE_URL): host, port, user, password and database name, and that the server accepts this host", postgres::said(.source))]
     Connect {
         url: String,
         source: ::postgres::Error,

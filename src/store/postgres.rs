@@ -133,6 +133,14 @@ pub const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
 pub const GRAPH_CHANNEL: &str = "autodep_graph";
 pub const WORK_CHANNEL: &str = "autodep_work";
 
+/// What the server said, not only that it said something ("db error").
+pub fn said(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// `postgres://user:secret@host/db` with the secret left out, for messages.
 pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -158,6 +166,8 @@ pub struct PgConn {
     /// Always there but while dropped (see `Drop`).
     client: Option<postgres::Client>,
     pub prepared: Prepared,
+    /// When the connection last answered.
+    used: std::time::Instant,
     config: postgres::Config,
     url: String,
 }
@@ -181,6 +191,7 @@ impl PgConn {
         let mut client = connect_with(&config, url)?;
         migrate(&mut client)?;
         Ok(PgConn {
+            used: std::time::Instant::now(),
             client: Some(client),
             prepared: Prepared::new(),
             config,
@@ -189,12 +200,21 @@ impl PgConn {
     }
 
     /// Connects again when the connection was lost (a restarted database,
-    /// a failover); statements are prepared again on the new one.
+    /// a failover); statements are prepared again on the new one. The
+    /// client learns that the server closed a connection only when it next
+    /// uses it, so one idle for a while is asked first (a round trip at
+    /// most once a second).
     pub fn ensure(&mut self) -> Result<(), StoreError> {
-        if self.client.as_ref().is_none_or(postgres::Client::is_closed) {
+        let idle = self.used.elapsed() > Duration::from_secs(1);
+        let lost = match self.client.as_mut() {
+            None => true,
+            Some(c) => c.is_closed() || (idle && c.is_valid(Duration::from_secs(2)).is_err()),
+        };
+        if lost {
             self.client = Some(connect_with(&self.config, &self.url)?);
             self.prepared.clear();
         }
+        self.used = std::time::Instant::now();
         Ok(())
     }
 
@@ -301,7 +321,7 @@ pub fn listen(
                     Ok(Some(_)) => Notice::Work,
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!("the listening connection failed: {e}");
+                        tracing::warn!("the listening connection failed: {}", said(&e));
                         break;
                     }
                 };
@@ -329,9 +349,13 @@ pub fn keep_alive(
     url: String,
     me: Identity,
     address: String,
-    leader: Arc<AtomicBool>,
+    flags: super::ReplicaFlags,
     stop: Arc<AtomicBool>,
 ) {
+    let super::ReplicaFlags {
+        leader,
+        database_ok,
+    } = flags;
     let period = me.lease / 3;
     let started = super::now_text();
     let host = hostname();
@@ -339,6 +363,7 @@ pub fn keep_alive(
         let mut client = match connect_with(&config, &url) {
             Ok(c) => c,
             Err(e) => {
+                database_ok.store(false, Ordering::SeqCst);
                 tracing::warn!("cannot keep this replica's leases: {e}");
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
@@ -346,12 +371,17 @@ pub fn keep_alive(
         };
         while !stop.load(Ordering::SeqCst) {
             if let Err(e) = beat(&mut client, &me, &address, &leader, &started, &host) {
-                tracing::warn!("lost the database connection that holds leases: {e}");
+                tracing::warn!(
+                    "lost the database connection that holds leases: {}",
+                    said(&e)
+                );
                 break;
             }
+            database_ok.store(true, Ordering::SeqCst);
             std::thread::sleep(period.min(Duration::from_secs(1)));
         }
         leader.store(false, Ordering::SeqCst);
+        database_ok.store(false, Ordering::SeqCst);
     }
     let _ = release(&mut config.connect(postgres::NoTls).ok(), &me);
 }

@@ -12,9 +12,18 @@ use super::postgres::{self, Notice, NOW_MS};
 use super::sql::{args, Backend};
 use super::{Conn, Store, StoreError};
 
+/// What this replica's background connection keeps up to date.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaFlags {
+    /// It holds the leader's role: it runs rescans, reconciliation,
+    /// retention and digest checks.
+    pub leader: Arc<AtomicBool>,
+    /// Its last heartbeat reached the database.
+    pub database_ok: Arc<AtomicBool>,
+}
+
 /// This replica's background connections.
 pub struct ReplicaHandle {
-    leader: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// What the other replicas said (PostgreSQL only).
@@ -22,11 +31,6 @@ pub struct ReplicaHandle {
 }
 
 impl ReplicaHandle {
-    /// The leader runs rescans, reconciliation, retention and digest checks.
-    pub fn leader(&self) -> Arc<AtomicBool> {
-        self.leader.clone()
-    }
-
     /// Hands the leases and the leader's role back, and waits for that.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -63,16 +67,16 @@ pub struct ReplicaRow {
 
 impl Store {
     /// Starts this replica's heartbeat and listener (PostgreSQL), which
-    /// keep `leader` up to date; `address` is how the status page names
-    /// it. With SQLite this server is the only one and leads.
-    pub fn start_replica(&self, address: &str, leader: Arc<AtomicBool>) -> ReplicaHandle {
+    /// keep `flags` up to date; `address` is how the status page names it.
+    /// With SQLite this server is the only one and leads.
+    pub fn start_replica(&self, address: &str, flags: ReplicaFlags) -> ReplicaHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let (config, url) = match &*self.lock() {
             Conn::Postgres(pg) => pg.config(),
             Conn::Sqlite(_) => {
-                leader.store(true, Ordering::SeqCst);
+                flags.leader.store(true, Ordering::SeqCst);
+                flags.database_ok.store(true, Ordering::SeqCst);
                 return ReplicaHandle {
-                    leader,
                     stop,
                     threads: Vec::new(),
                     notices: None,
@@ -82,15 +86,14 @@ impl Store {
         let (send, notices) = tokio::sync::mpsc::unbounded_channel();
         let keep = {
             let (config, url, me) = (config.clone(), url.clone(), (*self.me).clone());
-            let (leader, stop, address) = (leader.clone(), stop.clone(), address.to_string());
-            std::thread::spawn(move || postgres::keep_alive(config, url, me, address, leader, stop))
+            let (stop, address) = (stop.clone(), address.to_string());
+            std::thread::spawn(move || postgres::keep_alive(config, url, me, address, flags, stop))
         };
         let listen = {
             let stop = stop.clone();
             std::thread::spawn(move || postgres::listen(config, url, send, stop))
         };
         ReplicaHandle {
-            leader,
             stop,
             threads: vec![keep, listen],
             notices: Some(notices),
