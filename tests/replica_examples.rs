@@ -167,6 +167,7 @@ async fn the_deployment_runs_as_two_replicas_that_pass_their_probes() {
     let c = container(&docs).clone();
     let sim = start(vec![
         image_project("g/base", &[]),
+        image_project("g/other", &[]),
         image_project("g/app", &["g/base"]),
     ])
     .await;
@@ -275,7 +276,40 @@ async fn the_deployment_runs_as_two_replicas_that_pass_their_probes() {
         .collect();
     names.sort();
     assert_eq!(names, ["autodep-0", "autodep-1"]);
-    assert_eq!(s["projects"], 2, "the graph is served");
+    assert_eq!(s["projects"], 3, "the graph is served");
+    // A push reaches one replica; the other serves the new graph too.
+    sim.add_webhook(&format!("{}/webhook", urls[0]), Some("webhook-secret"));
+    sim.commit_file(
+        "g/app",
+        "main",
+        "Dockerfile",
+        &format!("FROM {REG}/g/other:latest\n"),
+    )
+    .await
+    .unwrap();
+    let app = project_id(&sim, "g/app").await;
+    let other = common::server::Server {
+        child: children.remove(0),
+        url: urls[1].clone(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = other.project(app).await;
+        let upstreams: Vec<&str> = page["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["project"].as_str().unwrap())
+            .collect();
+        if upstreams == ["g/other"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other replica still has {upstreams:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let page = reqwest::get(format!("{}/", urls[1]))
         .await
         .unwrap()

@@ -118,9 +118,10 @@ fn private_files(dir: &Path, database: &Path) -> std::io::Result<()> {
 /// attachments, markers; 3: `projects.fetched_at`, `triggers_event`,
 /// `triggers.fired_at`, `digests`; 4: `cascade_members` (older cascades
 /// keep their members in their JSON until their next step), the indexes
-/// `events_pipeline` and `triggers_running`; 5: the lease columns
-/// PostgreSQL's replicas use (unused here: one server, nothing to share;
-/// kept so that one statement serves both).
+/// `events_pipeline` and `triggers_running`; 5: the index
+/// `triggers_marker`, and the lease columns PostgreSQL's replicas use
+/// (unused here: one server, nothing to share; kept so that one statement
+/// serves both).
 pub const SCHEMA_VERSION: i64 = 5;
 
 /// Brings a database written by an earlier version up to date: columns
@@ -160,7 +161,8 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
          WHERE idempotency_key IS NOT NULL;
          CREATE INDEX IF NOT EXISTS events_pipeline ON events(project_id, pipeline_id)
          WHERE pipeline_id IS NOT NULL;
-         CREATE INDEX IF NOT EXISTS triggers_running ON triggers(state, pipeline_id);",
+         CREATE INDEX IF NOT EXISTS triggers_running ON triggers(state, pipeline_id);
+         CREATE INDEX IF NOT EXISTS triggers_marker ON triggers(marker);",
     )?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
