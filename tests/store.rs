@@ -396,3 +396,50 @@ fn a_newer_postgres_schema_is_refused_with_what_to_do() {
     .join()
     .unwrap();
 }
+
+/// `sslmode=require` with `sslrootcert`, as libpq reads them: the
+/// connection is encrypted and the server's certificate verified; without
+/// the CA that signed it, the connection is refused and says why.
+#[test]
+fn tls_to_postgres_verifies_the_server() {
+    let Some(cluster) = common::postgres::cluster() else {
+        return;
+    };
+    let Some(ca) = cluster.ca.clone() else {
+        return;
+    };
+    let url = cluster.database();
+    std::thread::spawn(move || {
+        let store = pg(
+            &format!("{url}?sslmode=require&sslrootcert={}", ca.display()),
+            Duration::from_secs(30),
+        );
+        // Fails unless this very connection is encrypted.
+        store
+            .execute_for_tests(
+                "DO $$ BEGIN IF NOT (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) \
+                 THEN RAISE EXCEPTION 'not encrypted'; END IF; END $$",
+            )
+            .unwrap();
+        assert_eq!(store.accept_events(&[event("tls", 1)]).unwrap().len(), 1);
+        let db = Database::parse(&format!("{url}?sslmode=require")).unwrap();
+        let err = Store::connect(&db, std::path::Path::new("."), Duration::from_secs(1))
+            .err()
+            .expect("an unknown CA is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot connect") && text.to_lowercase().contains("certificate"),
+            "{text}"
+        );
+        // The server does not require TLS: without sslmode, plain.
+        let plain = pg(&url, Duration::from_secs(30));
+        assert!(plain
+            .execute_for_tests(
+                "DO $$ BEGIN IF (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) \
+                 THEN RAISE EXCEPTION 'encrypted'; END IF; END $$",
+            )
+            .is_ok());
+    })
+    .join()
+    .unwrap();
+}

@@ -29,17 +29,13 @@ impl Database {
             return Ok(Database::Sqlite(Some(PathBuf::from(path))));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let config = url.parse::<postgres::Config>().map_err(|e| {
+            let (rest, _) = super::postgres::split_root_cert(url);
+            rest.parse::<postgres::Config>().map_err(|e| {
                 format!(
                     "{} is not a PostgreSQL URL this version reads: {e}",
                     super::postgres::redacted(url)
                 )
             })?;
-            if config.get_ssl_mode() == postgres::config::SslMode::Require {
-                return Err("sslmode=require: this version does not speak TLS to PostgreSQL yet; \
-                     reach the database over a private network (or a TLS sidecar) and leave sslmode out"
-                    .into());
-            }
             return Ok(Database::Postgres(url.to_string()));
         }
         Err(format!(
@@ -81,8 +77,9 @@ mod tests {
             "{err}"
         );
         assert!(Database::parse("sqlite://").is_err());
-        let tls = Database::parse("postgres://u@db/x?sslmode=require").unwrap_err();
-        assert!(tls.contains("TLS"), "{tls}");
+        assert!(
+            Database::parse("postgres://u@db/x?sslmode=require&sslrootcert=/etc/ca.pem").is_ok()
+        );
         assert_eq!(
             Database::parse("postgres://u:secret@db/x")
                 .unwrap()

@@ -48,6 +48,8 @@ pub enum StoreError {
         url: String,
         source: ::postgres::Error,
     },
+    #[error("cannot use TLS with PostgreSQL at {url}: {why}")]
+    Tls { url: String, why: String },
     #[error("state database holds data this version cannot read: {0}")]
     Corrupt(String),
     #[error("the state database {path} was written by a newer gitlab-docker-autodep (schema {found}; this version knows up to {known}): run the newer version, or give this one its own --state-dir")]
@@ -242,13 +244,13 @@ impl Store {
     /// accepting webhooks does not wait behind the worker's statements.
     /// With SQLite, the same connection: one writer at a time anyway.
     pub fn own_connection(&self) -> Result<Store, StoreError> {
-        let url = match &*self.lock() {
-            Conn::Postgres(pg) => pg.config().1,
+        let target = match &*self.lock() {
+            Conn::Postgres(pg) => pg.target(),
             Conn::Sqlite(_) => return Ok(self.clone()),
         };
         Ok(Store {
             conn: Arc::new(Mutex::new(Conn::Postgres(Box::new(
-                postgres::PgConn::open(&url)?,
+                postgres::PgConn::connect(target)?,
             )))),
             ..self.clone()
         })

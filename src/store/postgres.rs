@@ -137,7 +137,16 @@ pub const WORK_CHANNEL: &str = "autodep_work";
 pub fn said(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // "error performing TLS handshake" alone does not say why.
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text = format!("{text}: {cause}");
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
@@ -160,6 +169,131 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// `sslrootcert=FILE` taken out of a URL (the Rust client does not read
+/// it; libpq and `psql` do): the URL without it, and the file.
+pub fn split_root_cert(url: &str) -> (String, Option<std::path::PathBuf>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut root = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("sslrootcert=") {
+            Some(path) => {
+                root = Some(std::path::PathBuf::from(
+                    percent_encoding::percent_decode_str(path)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                ));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, root)
+}
+
+/// Where and how to connect: the parsed URL, and TLS when it asks for it
+/// (`sslmode=require`: the server's certificate and name are verified
+/// against the system's CAs and `sslrootcert`, stricter than libpq's
+/// `require`, which verifies nothing).
+#[derive(Clone)]
+pub struct Target {
+    config: postgres::Config,
+    url: String,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+fn tls_error(url: &str, why: String) -> StoreError {
+    StoreError::Tls {
+        url: redacted(url),
+        why,
+    }
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, StoreError> {
+        let (rest, root_cert) = split_root_cert(url);
+        let config: postgres::Config = rest.parse().map_err(|source| StoreError::Connect {
+            url: redacted(url),
+            source,
+        })?;
+        let require = config.get_ssl_mode() == postgres::config::SslMode::Require;
+        let tls = match (require, root_cert) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(tls_error(
+                    url,
+                    "sslrootcert is only used with sslmode=require".into(),
+                ))
+            }
+            (true, root_cert) => Some(connector(url, root_cert.as_deref())?),
+        };
+        Ok(Target {
+            config,
+            url: url.to_string(),
+            tls,
+        })
+    }
+
+    pub fn connect(&self) -> Result<postgres::Client, StoreError> {
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        };
+        connected.map_err(|source| StoreError::Connect {
+            url: redacted(&self.url),
+            source,
+        })
+    }
+}
+
+/// A TLS connector trusting the system's CAs and those in `root_cert`.
+fn connector(
+    url: &str,
+    root_cert: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = root_cert {
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| {
+                tls_error(
+                    url,
+                    format!("cannot read sslrootcert {}: {e}", path.display()),
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(tls_error(
+                url,
+                format!("sslrootcert {} holds no certificate", path.display()),
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| tls_error(url, format!("sslrootcert {}: {e}", path.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_error(url, e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// One connection to PostgreSQL and the statements prepared on it; made
 /// again when it was lost.
 pub struct PgConn {
@@ -168,34 +302,30 @@ pub struct PgConn {
     pub prepared: Prepared,
     /// When the connection last answered.
     used: std::time::Instant,
-    config: postgres::Config,
-    url: String,
-}
-
-fn connect_with(config: &postgres::Config, url: &str) -> Result<postgres::Client, StoreError> {
-    config
-        .connect(postgres::NoTls)
-        .map_err(|source| StoreError::Connect {
-            url: redacted(url),
-            source,
-        })
+    target: Target,
 }
 
 impl PgConn {
     /// Connects and brings the layout up to date (one replica at a time).
     pub fn open(url: &str) -> Result<PgConn, StoreError> {
-        let config: postgres::Config = url.parse().map_err(|source| StoreError::Connect {
-            url: redacted(url),
-            source,
-        })?;
-        let mut client = connect_with(&config, url)?;
+        let target = Target::parse(url)?;
+        let mut client = target.connect()?;
         migrate(&mut client)?;
         Ok(PgConn {
             used: std::time::Instant::now(),
             client: Some(client),
             prepared: Prepared::new(),
-            config,
-            url: url.to_string(),
+            target,
+        })
+    }
+
+    /// Another connection to the same target (no migration: done).
+    pub fn connect(target: Target) -> Result<PgConn, StoreError> {
+        Ok(PgConn {
+            used: std::time::Instant::now(),
+            client: Some(target.connect()?),
+            prepared: Prepared::new(),
+            target,
         })
     }
 
@@ -211,7 +341,7 @@ impl PgConn {
             Some(c) => c.is_closed() || (idle && c.is_valid(Duration::from_secs(2)).is_err()),
         };
         if lost {
-            self.client = Some(connect_with(&self.config, &self.url)?);
+            self.client = Some(self.target.connect()?);
             self.prepared.clear();
         }
         self.used = std::time::Instant::now();
@@ -224,8 +354,8 @@ impl PgConn {
         (client, &mut self.prepared)
     }
 
-    pub fn config(&self) -> (postgres::Config, String) {
-        (self.config.clone(), self.url.clone())
+    pub fn target(&self) -> Target {
+        self.target.clone()
     }
 }
 
@@ -287,14 +417,13 @@ pub enum Notice {
 /// Listens on the two channels until `stop`; connects again when the
 /// connection is lost (and says so, since notices were missed meanwhile).
 pub fn listen(
-    config: postgres::Config,
-    url: String,
+    target: Target,
     notices: tokio::sync::mpsc::UnboundedSender<Notice>,
     stop: Arc<AtomicBool>,
 ) {
     let mut first = true;
     while !stop.load(Ordering::SeqCst) {
-        let mut client = match connect_with(&config, &url).and_then(|mut c| {
+        let mut client = match target.connect().and_then(|mut c| {
             c.batch_execute(&format!("LISTEN {GRAPH_CHANNEL}; LISTEN {WORK_CHANNEL};"))?;
             Ok(c)
         }) {
@@ -345,8 +474,7 @@ pub struct Identity {
 /// of a lease. A lost connection drops the leader's role at once (the lock
 /// went with it) and is made again.
 pub fn keep_alive(
-    config: postgres::Config,
-    url: String,
+    target: Target,
     me: Identity,
     address: String,
     flags: super::ReplicaFlags,
@@ -360,7 +488,7 @@ pub fn keep_alive(
     let started = super::now_text();
     let host = hostname();
     while !stop.load(Ordering::SeqCst) {
-        let mut client = match connect_with(&config, &url) {
+        let mut client = match target.connect() {
             Ok(c) => c,
             Err(e) => {
                 database_ok.store(false, Ordering::SeqCst);
@@ -383,7 +511,7 @@ pub fn keep_alive(
         leader.store(false, Ordering::SeqCst);
         database_ok.store(false, Ordering::SeqCst);
     }
-    let _ = release(&mut config.connect(postgres::NoTls).ok(), &me);
+    let _ = release(&mut target.connect().ok(), &me);
 }
 
 fn hostname() -> String {

@@ -71,8 +71,8 @@ impl Store {
     /// With SQLite this server is the only one and leads.
     pub fn start_replica(&self, address: &str, flags: ReplicaFlags) -> ReplicaHandle {
         let stop = Arc::new(AtomicBool::new(false));
-        let (config, url) = match &*self.lock() {
-            Conn::Postgres(pg) => pg.config(),
+        let target = match &*self.lock() {
+            Conn::Postgres(pg) => pg.target(),
             Conn::Sqlite(_) => {
                 flags.leader.store(true, Ordering::SeqCst);
                 flags.database_ok.store(true, Ordering::SeqCst);
@@ -85,13 +85,13 @@ impl Store {
         };
         let (send, notices) = tokio::sync::mpsc::unbounded_channel();
         let keep = {
-            let (config, url, me) = (config.clone(), url.clone(), (*self.me).clone());
+            let (target, me) = (target.clone(), (*self.me).clone());
             let (stop, address) = (stop.clone(), address.to_string());
-            std::thread::spawn(move || postgres::keep_alive(config, url, me, address, flags, stop))
+            std::thread::spawn(move || postgres::keep_alive(target, me, address, flags, stop))
         };
         let listen = {
             let stop = stop.clone();
-            std::thread::spawn(move || postgres::listen(config, url, send, stop))
+            std::thread::spawn(move || postgres::listen(target, send, stop))
         };
         ReplicaHandle {
             stop,

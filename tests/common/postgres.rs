@@ -12,6 +12,9 @@ use std::sync::OnceLock;
 
 pub struct Cluster {
     pub port: u16,
+    /// The CA that signed the server's certificate (TLS is on when
+    /// `openssl` is installed).
+    pub ca: Option<PathBuf>,
     bin: PathBuf,
     dir: PathBuf,
     /// The account the server runs as, when the tests run as root.
@@ -80,8 +83,10 @@ impl Cluster {
             assert!(ok, "chown {user} {}", base.display());
         }
         let port = super::registry::free_port();
+        let ca = certificates(&base, user.as_deref());
         let cluster = Cluster {
             port,
+            ca: ca.then(|| base.join("ca.pem")),
             bin,
             dir: dir.clone(),
             user,
@@ -97,10 +102,16 @@ impl Cluster {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             dir.display()
         );
+        if ca {
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.pem -c ssl_key_file={0}/server.key",
+                base.display()
+            );
+        }
         let out = cluster
             .command("pg_ctl")
             .args([
@@ -170,6 +181,43 @@ impl Cluster {
     pub fn url(&self, database: &str) -> String {
         format!("postgres://autodep@127.0.0.1:{}/{database}", self.port)
     }
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, in `dir`, the key
+/// readable by the server's account only; false when `openssl` is missing.
+fn certificates(dir: &Path, user: Option<&str>) -> bool {
+    if !super::have_tool("openssl") {
+        return false;
+    }
+    let run = |args: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && openssl {args}", dir.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args}");
+    };
+    run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=autodep-test-ca");
+    run("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1");
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext");
+    let key = dir.join("server.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    if let Some(user) = user {
+        for file in ["server.key", "server.pem"] {
+            let ok = Command::new("chown")
+                .arg(user)
+                .arg(dir.join(file))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+    }
+    true
 }
 
 /// The cluster of this test binary, started on first use; `None` (the
