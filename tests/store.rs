@@ -337,6 +337,17 @@ fn replicas_claim_distinct_work_and_take_over_an_expired_lease() {
         // What the other one is firing counts against --max-running.
         assert_eq!(b.running_pipelines().unwrap(), 2);
         assert_eq!(a.running_pipelines().unwrap(), 1);
+        // The fence: a posts only while its claim holds. Once it lapsed and
+        // b took the trigger, a may not post (and b may).
+        assert!(a.trigger_posting(ta[0].id).unwrap());
+        assert!(!b.trigger_posting(ta[0].id).unwrap(), "not b's");
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while b.due_triggers(10, &[]).unwrap().len() < 3 {
+            assert!(std::time::Instant::now() < until, "a's lease never lapsed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!a.trigger_posting(ta[0].id).unwrap(), "a lost it");
+        assert!(b.trigger_posting(ta[0].id).unwrap(), "b has it");
     })
     .join()
     .unwrap();

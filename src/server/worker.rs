@@ -514,9 +514,15 @@ async fn fire(app: &Arc<AppState>, t: StoredTrigger) {
     {
         variables.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    if !t.posted {
-        let store = app.store.clone();
-        if let Err(e) = blocking(move || store.trigger_posting(t.id)).await {
+    let store = app.store.clone();
+    match blocking(move || store.trigger_posting(t.id)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            metrics::counter!("autodep_triggers_total", "outcome" => "lease_lost").increment(1);
+            tracing::warn!(project = %t.project_path, "not creating the pipeline: this replica's claim on the trigger lapsed (the database did not hear from it), another replica takes it over");
+            return;
+        }
+        Err(e) => {
             tracing::error!("cannot record a trigger's attempt: {e}");
             return;
         }

@@ -378,11 +378,23 @@ impl Store {
         rows.iter().map(trigger_from).collect()
     }
 
-    /// Recorded before the first create request, so that after a crash
-    /// the next attempt looks for the pipeline before posting.
-    pub fn trigger_posting(&self, id: i64) -> Result<(), StoreError> {
-        self.with_conn(|sql| sql.exec("UPDATE triggers SET posted = 1 WHERE id = ?1", args![id]))?;
-        Ok(())
+    /// Recorded before every create request, so that after a crash the
+    /// next attempt looks for the pipeline before posting. With PostgreSQL
+    /// it is also the fence: it renews this replica's lease and is refused
+    /// (`false`) when the lease lapsed — another replica may own the
+    /// trigger now, and this one must not post.
+    pub fn trigger_posting(&self, id: i64) -> Result<bool, StoreError> {
+        let changed = self.with_conn(|sql| match sql.backend() {
+            Backend::Sqlite => sql.exec("UPDATE triggers SET posted = 1 WHERE id = ?1", args![id]),
+            Backend::Postgres => sql.exec(
+                &format!(
+                    "UPDATE triggers SET posted = 1, lease_until = {NOW_MS} + ?3
+                     WHERE id = ?1 AND state = 'queued' AND lease_owner = ?2 AND lease_until >= {NOW_MS}"
+                ),
+                args![id, self.me.id.as_str(), self.me.lease.as_millis() as i64],
+            ),
+        })?;
+        Ok(changed == 1)
     }
 
     pub fn trigger_done(&self, id: i64, pipeline_id: u64, web_url: &str) -> Result<(), StoreError> {
