@@ -274,17 +274,22 @@ fn skipped_projects(view: &super::GraphView, limit: usize) -> Vec<(String, Strin
 async fn snapshot(app: &Arc<AppState>, recent: usize) -> Result<Snapshot, Response> {
     let store = app.store.clone();
     let data = tokio::task::spawn_blocking(move || {
+        // The counts before the lists: the work only moves forward, so a
+        // cascade that the count no longer sees running is listed as
+        // finished too (read the other way round, a step committed in
+        // between showed "0 running" beside a running cascade).
         let (events, triggers) = store.queue_depth()?;
+        let depth = (
+            events,
+            triggers,
+            store.parked_events()?,
+            store.running_cascades()?,
+        );
         Ok::<_, crate::store::StoreError>(Snapshot {
+            depth,
             events: store.recent_events(recent)?,
             triggers: store.recent_triggers(recent)?,
             cascades: store.recent_cascades(20)?,
-            depth: (
-                events,
-                triggers,
-                store.parked_events()?,
-                store.running_cascades()?,
-            ),
             replicas: store.replicas()?,
         })
     })
