@@ -298,15 +298,6 @@ async fn a_cascade_older_than_the_timeout_is_closed_with_the_reason() {
     assert_eq!(status["queue"]["running_cascades"], 0);
 }
 
-fn upstream_paths(project: &Value) -> Vec<String> {
-    project["upstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["project"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_push_patch_is_not_undone_by_a_rescan_that_read_the_project_before_it() {
     let sim = start(vec![
@@ -346,7 +337,7 @@ async fn a_push_patch_is_not_undone_by_a_rescan_that_read_the_project_before_it(
     .await
     .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while upstream_paths(&server.project(app).await) != ["g/other"] {
+    while server.upstreams(app).await != ["g/other"] {
         assert!(
             std::time::Instant::now() < deadline,
             "the push was not patched in"
@@ -361,7 +352,7 @@ async fn a_push_patch_is_not_undone_by_a_rescan_that_read_the_project_before_it(
         )
         .await;
     assert_eq!(
-        upstream_paths(&server.project(app).await),
+        server.upstreams(app).await,
         ["g/other"],
         "the rescan's older read replaced the push patch in memory"
     );

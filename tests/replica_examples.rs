@@ -294,13 +294,7 @@ async fn the_deployment_runs_as_two_replicas_that_pass_their_probes() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let page = other.project(app).await;
-        let upstreams: Vec<&str> = page["upstreams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u["project"].as_str().unwrap())
-            .collect();
+        let upstreams = other.upstreams(app).await;
         if upstreams == ["g/other"] {
             break;
         }

@@ -308,15 +308,9 @@ pub struct PgConn {
 impl PgConn {
     /// Connects and brings the layout up to date (one replica at a time).
     pub fn open(url: &str) -> Result<PgConn, StoreError> {
-        let target = Target::parse(url)?;
-        let mut client = target.connect()?;
-        migrate(&mut client)?;
-        Ok(PgConn {
-            used: std::time::Instant::now(),
-            client: Some(client),
-            prepared: Prepared::new(),
-            target,
-        })
+        let mut conn = PgConn::connect(Target::parse(url)?)?;
+        migrate(conn.parts().0)?;
+        Ok(conn)
     }
 
     /// Another connection to the same target (no migration: done).

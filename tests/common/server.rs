@@ -127,6 +127,16 @@ impl Server {
             .unwrap()
     }
 
+    /// The paths of the projects a project's page says it is built on.
+    pub async fn upstreams(&self, id: u64) -> Vec<String> {
+        self.project(id).await["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["project"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub async fn post(&self, event: &str, body: &str, token: Option<&str>) -> (u16, Value) {
         let mut r = reqwest::Client::new()
             .post(format!("{}/webhook", self.url))
